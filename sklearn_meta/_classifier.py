@@ -1,0 +1,404 @@
+"""MetaClassifier: few-shot classification, over grouped tasks or N-way K-shot episodes."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from ._base import BaseMetaEstimator, _as_float_tensor, _describe
+from ._engine import adapt_tasks, predict_tasks
+from ._tasks import EpisodeSampler, GroupedRows
+from .exceptions import NotAdaptedError
+
+_EPISODIC_N_QUERY = 15
+
+
+class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
+    """Meta-learned classifier that adapts to a new task from a few labelled rows.
+
+    Two kinds of task collection are supported:
+
+    - **grouped tasks** (``n_way=None``): rows grouped into tasks by
+      ``groups``, labels meaning the same thing in every task; ``classes_``
+      is global and set by ``fit``.
+    - **N-way K-shot episodes** (``n_way`` set): each training task draws
+      ``n_way`` classes from the pool of classes in ``y``, with ``k_shot``
+      support and ``n_query`` query rows per class, and labels them
+      ``0 .. n_way - 1`` in random order. Labels are task-local: the first
+      :meth:`partial_adapt` after ``fit`` or :meth:`reset_adaptation` sets
+      ``classes_`` from its ``y``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of int, default=(40, 40)
+        Widths of the hidden layers of the built-in MLP.
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        Activation of the hidden layers.
+    module : callable, default=None
+        A ``torch.nn.Module`` class or factory to use instead of the MLP,
+        called with ``module_kwargs``; it also receives ``n_features_in``
+        and ``n_outputs`` when its signature names them.
+    module_kwargs : dict, default=None
+        Keyword arguments for ``module``.
+    n_way : int, default=None
+        Classes per episode; ``None`` for grouped tasks.
+    k_shot : int, default=1
+        Support rows per class in an episode.
+    n_score_episodes : int, default=100
+        Episodes drawn by :meth:`score` in episodic mode.
+    inner_optimizer : {"sgd", "adam", "meta-sgd"} or object, default="sgd"
+        The inner-loop optimizer, or an object following
+        :class:`sklearn_meta.optim.InnerOptimizer`.
+    inner_lr : float, default=0.01
+        Inner learning rate (Meta-SGD: the initial value of the learned rates).
+    inner_steps : int, default=1
+        Inner steps per task during meta-training.
+    adapt_steps : int, default=None
+        Inner steps taken by :meth:`partial_adapt` and :meth:`score`;
+        ``None`` means ``inner_steps``.
+    first_order : bool, default=False
+        Drop the second-order terms of the meta-gradient.
+    meta_optimizer : {"adam", "adamw", "sgd", "rmsprop"} or class, default="adam"
+        Outer optimizer.
+    meta_lr : float, default=1e-3
+        Outer learning rate.
+    meta_batch_size : int, default=25
+        Tasks per outer update.
+    n_support : int or float, default=10
+        Grouped tasks: support rows per task (a float is a fraction).
+    n_query : int, default=None
+        Grouped tasks: query rows per task, ``None`` for as many as the
+        smallest task leaves. Episodes: query rows per class, ``None`` for 15.
+    max_iter : int, default=1000
+        Number of outer updates.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the tasks (episodes: of the
+        classes) and stop when their few-shot loss stops improving.
+    validation_fraction : float, default=0.1
+        Fraction held out for early stopping.
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in outer updates.
+    tol : float, default=1e-4
+        Smallest improvement of the validation loss that counts.
+    max_grad_norm : float, default=None
+        Clip the meta-gradient to this norm.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, task sampling and scoring episodes.
+    device : str, default="cpu"
+        ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``.
+    verbose : int, default=0
+        0 is silent; 1 prints a progress table about 20 times; 2 every update.
+    callbacks : list of skorch callbacks, default=None
+        Called at each outer update as skorch calls them at each epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Grouped tasks: all labels seen in ``fit``. Episodes: the labels of
+        the task adapted to, set by the first :meth:`partial_adapt`.
+    module_ : torch.nn.Module
+        The network holding the meta-learned initialisation.
+    inner_optimizer_ : object
+        The inner optimizer used.
+    inner_meta_params_ : dict of str to Tensor
+        Meta-learned parameters of the inner optimizer.
+    adapted_params_ : dict of str to Tensor or None
+        Parameters after :meth:`partial_adapt`.
+    inner_state_ : object
+        The inner optimizer's state after :meth:`partial_adapt`.
+    n_support_, n_query_ : int
+        Support and query rows per training task.
+    n_outputs_ : int
+        Output units of the network.
+    n_iter_ : int
+        Outer updates made.
+    loss_curve_ : list of float
+        Meta-loss of each outer update.
+    history_ : skorch.history.History
+        Training log: one row per outer update.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    MetaRegressor : The regression counterpart.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_meta import MetaClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> train = y < 7  # meta-train on digits 0-6, adapt to 7, 8, 9
+    >>> clf = MetaClassifier(n_way=3, k_shot=5, max_iter=20, random_state=0)
+    >>> clf = clf.fit(X[train], y[train])
+    >>> support = np.concatenate([np.flatnonzero(y == c)[:5] for c in (7, 8, 9)])
+    >>> clf.partial_adapt(X[support], y[support]).classes_
+    array([7, 8, 9])
+    """
+
+    _parameter_constraints: dict = {
+        **BaseMetaEstimator._parameter_constraints,
+        "n_way": [Interval(Integral, 2, None, closed="left"), None],
+        "k_shot": [Interval(Integral, 1, None, closed="left")],
+        "n_score_episodes": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(40, 40),
+        activation="relu",
+        *,
+        module=None,
+        module_kwargs=None,
+        n_way=None,
+        k_shot=1,
+        n_score_episodes=100,
+        inner_optimizer="sgd",
+        inner_lr=0.01,
+        inner_steps=1,
+        adapt_steps=None,
+        first_order=False,
+        meta_optimizer="adam",
+        meta_lr=1e-3,
+        meta_batch_size=25,
+        n_support=10,
+        n_query=None,
+        max_iter=1000,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        max_grad_norm=None,
+        random_state=None,
+        device="cpu",
+        verbose=0,
+        callbacks=None,
+    ):
+        super().__init__(
+            hidden_layer_sizes,
+            activation,
+            module=module,
+            module_kwargs=module_kwargs,
+            inner_optimizer=inner_optimizer,
+            inner_lr=inner_lr,
+            inner_steps=inner_steps,
+            adapt_steps=adapt_steps,
+            first_order=first_order,
+            meta_optimizer=meta_optimizer,
+            meta_lr=meta_lr,
+            meta_batch_size=meta_batch_size,
+            n_support=n_support,
+            n_query=n_query,
+            max_iter=max_iter,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            max_grad_norm=max_grad_norm,
+            random_state=random_state,
+            device=device,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
+        self.n_way = n_way
+        self.k_shot = k_shot
+        self.n_score_episodes = n_score_episodes
+
+    @property
+    def _episodic(self) -> bool:
+        return self.n_way is not None
+
+    def _episode_n_query(self) -> int:
+        return _EPISODIC_N_QUERY if self.n_query is None else self.n_query
+
+    # ------------------------------------------------------------------
+    # Targets
+
+    def _validate_targets(self, X, y, reset):
+        X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32))
+        check_classification_targets(y)
+        if reset:
+            labels, codes = np.unique(y, return_inverse=True)
+            if not self._episodic:
+                self.classes_ = labels
+            return X, codes
+        if self._episodic and not hasattr(self, "classes_"):
+            labels = np.unique(y)
+            if len(labels) > self.n_way:
+                raise ValueError(
+                    f"This model adapts to {self.n_way}-way tasks but y has {len(labels)} classes "
+                    f"({_describe(labels)})."
+                )
+            self.classes_ = labels
+        codes = np.searchsorted(self.classes_, y)
+        unknown = (codes >= len(self.classes_)) | (self.classes_[np.minimum(codes, len(self.classes_) - 1)] != y)
+        if unknown.any():
+            hint = (
+                " Call reset_adaptation() to start a new task."
+                if self._episodic
+                else " A grouped MetaClassifier knows only the classes seen in fit."
+            )
+            raise ValueError(
+                f"y has labels outside classes_ {self.classes_.tolist()}: {_describe(np.unique(y[unknown]))}.{hint}"
+            )
+        return X, codes
+
+    def _n_outputs(self, y_encoded):
+        return self.n_way if self._episodic else len(self.classes_)
+
+    def _target_tensor(self, y_encoded, device):
+        return torch.as_tensor(np.asarray(y_encoded, dtype=np.int64), device=device)
+
+    @staticmethod
+    def _loss(output, target):
+        return torch.nn.functional.cross_entropy(output, target)
+
+    def _reset_adaptation_state(self):
+        super()._reset_adaptation_state()
+        if self._episodic:
+            self.__dict__.pop("classes_", None)
+
+    # ------------------------------------------------------------------
+    # Episodes
+
+    def _make_sampler(self, X_t, y_t, y_encoded, groups, generator, device):
+        if not self._episodic:
+            return super()._make_sampler(X_t, y_t, y_encoded, groups, generator, device)
+        classes, pool = self._class_pool(y_encoded, device, "fit()")
+        n_query = self._episode_n_query()
+        validation_batch = None
+        if self.early_stopping:
+            n_valid = max(self.n_way, round(self.validation_fraction * len(pool)))
+            if len(pool) - n_valid < self.n_way:
+                raise ValueError(
+                    f"early_stopping holds out at least n_way={self.n_way} classes for validation and "
+                    f"needs n_way more for training; y has {len(pool)} classes."
+                )
+            pool = pool[torch.randperm(len(pool), generator=generator, device=device)]
+            valid = EpisodeSampler(X_t, classes, pool[:n_valid], self.n_way, self.k_shot, n_query)
+            validation_batch = valid.sample(max(self.meta_batch_size, 32), generator)
+            pool = pool[n_valid:]
+        self.n_support_, self.n_query_ = self.n_way * self.k_shot, self.n_way * n_query
+        return EpisodeSampler(X_t, classes, pool, self.n_way, self.k_shot, n_query), validation_batch
+
+    def _class_pool(self, codes, device, where):
+        classes = GroupedRows(codes, device)
+        need = self.k_shot + self._episode_n_query()
+        small = np.flatnonzero(classes.sizes < need)
+        if len(small):
+            raise ValueError(
+                f"{where}: every class needs k_shot + n_query = {need} rows for episodes; "
+                f"{len(small)} class(es) have fewer. Lower k_shot or n_query."
+            )
+        if classes.n_groups < self.n_way:
+            raise ValueError(
+                f"{where}: {self.n_way}-way episodes need at least {self.n_way} classes; y has {classes.n_groups}."
+            )
+        return classes, torch.arange(classes.n_groups, device=device)
+
+    def _episodic_score(self, X, y):
+        check_is_fitted(self)
+        X, y = validate_data(self, X, y, reset=False, dtype=(np.float64, np.float32))
+        check_classification_targets(y)
+        device = self._runtime_device()
+        _, codes = np.unique(y, return_inverse=True)
+        classes, pool = self._class_pool(codes, device, "score()")
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
+        sampler = EpisodeSampler(
+            _as_float_tensor(X, device), classes, pool, self.n_way, self.k_shot, self._episode_n_query()
+        )
+        batch = sampler.sample(self.n_score_episodes, generator)
+        learner = self._learner()
+        adapted = adapt_tasks(
+            learner, self._meta_params(), self.inner_meta_params_, batch.x_support, batch.y_support, self._adapt_steps()
+        )
+        logits = predict_tasks(learner, adapted, batch.x_query)
+        return float((logits.argmax(-1) == batch.y_query).float().mean())
+
+    # ------------------------------------------------------------------
+    # Prediction
+
+    def _logits(self, X):
+        logits = self._forward(X)
+        if self._episodic:
+            if not hasattr(self, "classes_"):
+                raise NotAdaptedError(
+                    "An episodic MetaClassifier has no classes until it is adapted: call "
+                    "partial_adapt(X_support, y_support) with the new task's labelled rows first."
+                )
+            logits = logits[:, : len(self.classes_)]
+        return logits
+
+    def predict(self, X):
+        """Predict class labels with the adapted model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        winners = self._logits(X).argmax(dim=1).cpu().numpy()
+        return self.classes_[winners]
+
+    def predict_proba(self, X):
+        """Class probabilities from the adapted model, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        return torch.softmax(self._logits(X), dim=1).cpu().numpy().astype(np.float64)
+
+    def score(self, X, y, sample_weight=None, groups=None):
+        """Few-shot accuracy on held-out tasks.
+
+        Grouped tasks with ``groups``: each task is adapted (on a copy of the
+        meta-learned model) on its first ``n_support`` rows and its other rows
+        are predicted; the score is the accuracy over all those rows.
+        Episodic mode: ``n_score_episodes`` seeded episodes are drawn from the
+        classes in ``X`` (``groups`` is not used). Otherwise: the accuracy of
+        the current model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the rows (of the query rows, with ``groups``). Not
+            supported in episodic mode, where rows are drawn at random.
+        groups : array-like of shape (n_samples,), default=None
+            Task id of every row.
+
+        Returns
+        -------
+        score : float
+        """
+        if self._episodic:
+            if sample_weight is not None:
+                raise ValueError("sample_weight is not supported by the episodic score, which draws rows at random.")
+            return self._episodic_score(X, y)
+        if groups is None:
+            return super().score(X, y, sample_weight=sample_weight)
+        outputs, is_query, _, y_encoded = self._few_shot_outputs(X, y, groups)
+        mask = is_query.cpu().numpy()
+        correct = outputs.argmax(dim=1).cpu().numpy() == y_encoded
+        weight = _check_sample_weight(sample_weight, y_encoded)
+        return float(np.average(correct[mask], weights=weight[mask]))

@@ -1,0 +1,161 @@
+"""The bilevel engine: inner adaptation and the meta-gradient, over parameter dicts.
+
+Everything here is a function of tensors and dicts of tensors. The network is
+used only as a stateless template through :func:`torch.func.functional_call`;
+tasks of a meta-batch are processed together with :func:`torch.func.vmap`.
+Nothing here knows about scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from .optim import InnerOptimizer, Params
+
+__all__ = ["Learner", "TaskBatch", "adapt", "adapt_tasks", "meta_gradient", "predict_tasks"]
+
+
+class TaskBatch(NamedTuple):
+    """Support and query rows of several tasks; leading dimension is the task."""
+
+    x_support: Tensor
+    y_support: Tensor
+    x_query: Tensor
+    y_query: Tensor
+
+
+@dataclass(frozen=True)
+class Learner:
+    """A network template, its loss and its inner optimizer.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Used only as a template for ``functional_call``; its own parameters
+        are never read here.
+    buffers : dict of str to Tensor
+        Non-trainable state passed to every call.
+    loss : callable
+        ``loss(output, target) -> scalar tensor``.
+    optimizer : InnerOptimizer
+        The inner-loop optimizer.
+    """
+
+    module: nn.Module
+    buffers: dict[str, Tensor]
+    loss: Callable[[Tensor, Tensor], Tensor]
+    optimizer: InnerOptimizer
+
+    def forward(self, params: Params, x: Tensor) -> Tensor:
+        return functional_call(self.module, (params, self.buffers), (x,))
+
+    def task_loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
+        return self.loss(self.forward(params, x), y)
+
+
+def adapt(
+    learner: Learner,
+    params: Params,
+    meta: Params,
+    state: Any,
+    x: Tensor,
+    y: Tensor,
+    n_steps: int,
+    first_order: bool = False,
+) -> tuple[Params, Any]:
+    """Take ``n_steps`` inner-optimizer steps on one task's rows.
+
+    Differentiable with respect to ``params`` and ``meta`` unless
+    ``first_order``, which stops gradients through the inner gradients
+    (first-order MAML); run it under :func:`torch.no_grad` to build no graph.
+    """
+    support_grad = grad(learner.task_loss)
+    for _ in range(n_steps):
+        grads = support_grad(params, x, y)
+        if first_order:
+            grads = {name: g.detach() for name, g in grads.items()}
+        params, state = learner.optimizer.update(grads, state, params, meta)
+    return params, state
+
+
+def _query_loss(learner, meta_params, meta, n_steps, first_order, xs, ys, xq, yq):
+    state = learner.optimizer.init(meta_params)
+    params, _ = adapt(learner, meta_params, meta, state, xs, ys, n_steps, first_order)
+    return learner.task_loss(params, xq, yq)
+
+
+def meta_loss(
+    learner: Learner,
+    meta_params: Params,
+    meta: Params,
+    batch: TaskBatch,
+    n_steps: int,
+    first_order: bool = False,
+) -> Tensor:
+    """Mean query loss after adaptation over the tasks of ``batch`` (vectorised)."""
+
+    def one_task(xs, ys, xq, yq):
+        return _query_loss(learner, meta_params, meta, n_steps, first_order, xs, ys, xq, yq)
+
+    return vmap(one_task)(*batch).mean()
+
+
+def meta_gradient(
+    learner: Learner,
+    meta_params: Params,
+    meta: Params,
+    batch: TaskBatch,
+    n_steps: int,
+    first_order: bool = False,
+) -> tuple[Tensor, Params, Params]:
+    """The meta-loss and its gradient with respect to the meta-parameters.
+
+    This is the one place the meta-gradient is computed; it returns plain
+    dicts of tensors so that a distributed trainer can all-reduce them.
+
+    Returns
+    -------
+    loss : Tensor
+        Detached scalar meta-loss.
+    param_grads : dict of str to Tensor
+        Gradient for the network initialisation.
+    meta_grads : dict of str to Tensor
+        Gradient for the inner optimizer's meta-parameters.
+    """
+    loss = meta_loss(learner, meta_params, meta, batch, n_steps, first_order)
+    tensors = list(meta_params.values()) + list(meta.values())
+    # A parameter the network does not use gets a zero gradient, not an error.
+    grads = torch.autograd.grad(loss, tensors, allow_unused=True, materialize_grads=True)
+    n = len(meta_params)
+    return (
+        loss.detach(),
+        dict(zip(meta_params, grads[:n])),
+        dict(zip(meta, grads[n:])),
+    )
+
+
+@torch.no_grad()
+def adapt_tasks(learner: Learner, meta_params: Params, meta: Params, x: Tensor, y: Tensor, n_steps: int) -> Params:
+    """Adapt the meta-learned initialisation to many tasks at once, without a graph.
+
+    ``x`` and ``y`` hold each task's support rows along their first
+    dimension; the returned parameters carry the task dimension first.
+    """
+
+    def one_task(xs, ys):
+        state = learner.optimizer.init(meta_params)
+        return adapt(learner, meta_params, meta, state, xs, ys, n_steps)[0]
+
+    return vmap(one_task)(x, y)
+
+
+@torch.no_grad()
+def predict_tasks(learner: Learner, task_params: Params, x: Tensor) -> Tensor:
+    """Forward each task's rows ``x[t]`` through its own parameters ``task_params[.][t]``."""
+    return vmap(learner.forward)(task_params, x)

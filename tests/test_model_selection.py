@@ -1,0 +1,95 @@
+"""GridSearchCV, cross_validate and Pipeline with task-aware splits and metadata routing."""
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_meta import MetaClassifier, MetaRegressor
+from sklearn_meta.exceptions import SingleTaskWarning
+
+from .conftest import FAST
+
+CALLS = []
+
+
+class RecordingRegressor(MetaRegressor):
+    """Records which tasks reach fit and score."""
+
+    def fit(self, X, y, groups=None):
+        CALLS.append(("fit", None if groups is None else frozenset(groups)))
+        return super().fit(X, y, groups=groups)
+
+    def score(self, X, y, groups=None):
+        CALLS.append(("score", None if groups is None else frozenset(groups)))
+        return super().score(X, y, groups=groups)
+
+
+@pytest.fixture
+def routing():
+    with sklearn.config_context(enable_metadata_routing=True):
+        yield
+
+
+def test_estimators_request_groups_by_default():
+    for est in (MetaRegressor(), MetaClassifier()):
+        routing = est.get_metadata_routing()
+        assert routing.fit.requests == {"groups": True}
+        assert routing.score.requests["groups"] is True
+
+
+def test_grid_search_routes_training_tasks_to_fit_and_held_out_tasks_to_score(sinusoids, routing):
+    X, y, groups, *_ = sinusoids
+    CALLS.clear()
+    search = GridSearchCV(
+        RecordingRegressor(**FAST), {"inner_optimizer": ["sgd", "meta-sgd"]}, cv=GroupKFold(3), refit=True
+    )
+    search.fit(X, y, groups=groups)
+    fits = [g for kind, g in CALLS if kind == "fit"]
+    scores = [g for kind, g in CALLS if kind == "score"]
+    assert len(fits) == 2 * 3 + 1 and len(scores) == 2 * 3
+    everything = frozenset(groups)
+    for fitted, scored in zip(fits, scores):
+        assert fitted and scored and not fitted & scored  # held-out tasks only
+        assert fitted | scored == everything
+    assert fits[-1] == everything  # the refit sees every task
+    assert search.best_params_["inner_optimizer"] in {"sgd", "meta-sgd"}
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_grid_search_without_routing_warns_that_groups_were_dropped(sinusoids):
+    X, y, groups, *_ = sinusoids
+    search = GridSearchCV(MetaRegressor(**{**FAST, "max_iter": 2}), {"inner_lr": [0.01]}, cv=GroupKFold(2))
+    with pytest.warns(SingleTaskWarning, match="enable_metadata_routing"):
+        search.fit(X, y, groups=groups)
+
+
+def test_cross_validate_with_routed_groups(class_tasks, routing):
+    X, y, groups, *_ = class_tasks
+    result = cross_validate(MetaClassifier(**FAST), X, y, cv=GroupKFold(3), params={"groups": groups})
+    assert len(result["test_score"]) == 3
+    assert all(0 <= s <= 1 for s in result["test_score"])
+
+
+def test_pipeline_with_a_scaler(sinusoids, routing):
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    pipe = make_pipeline(StandardScaler(), MetaRegressor(**FAST)).fit(X * 100, y, groups=groups)
+    assert np.isfinite(pipe.score(X_test * 100, y_test, groups=groups_test))
+    scaler, est = pipe[0], pipe[-1]
+    before = pipe.predict(X_test * 100)
+    est.partial_adapt(scaler.transform(X_test[:10] * 100), y_test[:10])
+    assert not np.allclose(before, pipe.predict(X_test * 100))
+
+
+def test_get_params_set_params_and_clone():
+    est = MetaRegressor(inner_optimizer="adam", inner_steps=5, n_support=0.5, callbacks=[])
+    params = est.get_params()
+    assert params["inner_optimizer"] == "adam" and params["n_support"] == 0.5
+    twin = clone(est)
+    assert twin.get_params() == params and twin is not est
+    assert est.set_params(first_order=True, meta_lr=0.1) is est
+    assert est.first_order is True and est.meta_lr == 0.1
+    assert set(MetaClassifier().get_params()) == set(params) | {"n_way", "k_shot", "n_score_episodes"}

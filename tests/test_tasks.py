@@ -1,0 +1,86 @@
+"""Grouping rows into tasks and sampling support/query splits."""
+
+import numpy as np
+import torch
+
+from sklearn_meta._tasks import EpisodeSampler, GroupedRows, TaskSampler, encode_groups
+
+
+def test_encode_groups_keeps_order_of_first_appearance():
+    codes, labels = encode_groups(np.array(["b", "a", "b", "c", "a"]))
+    assert codes.tolist() == [0, 1, 0, 2, 1]
+    assert labels.tolist() == ["b", "a", "c"]
+
+
+def test_encode_groups_accepts_unorderable_mixed_labels():
+    groups = np.empty(4, dtype=object)
+    groups[:] = [1, "x", 1, ("t", 2)]
+    codes, labels = encode_groups(groups)
+    assert codes.tolist() == [0, 1, 0, 2]
+    assert list(labels) == [1, "x", ("t", 2)]
+
+
+def _generator(seed=0):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def test_sampled_rows_are_distinct_rows_of_their_own_group():
+    codes = np.array([2, 0, 1, 0, 2, 1, 0, 2, 2, 1])  # group sizes 3, 3, 4
+    rows = GroupedRows(codes)
+    groups = torch.tensor([0, 2, 2, 1])
+    picked = rows.sample_rows(groups, 3, _generator())
+    assert picked.shape == (4, 3)
+    for g, r in zip(groups.tolist(), picked.tolist()):
+        assert len(set(r)) == 3
+        assert all(codes[i] == g for i in r)
+
+
+def test_sampling_is_reproducible_from_the_generator_seed():
+    rows = GroupedRows(np.repeat(np.arange(20), 7))
+    draw = [rows.sample_rows(rows.sample_groups(5, _generator(s)), 4, _generator(s)) for s in (1, 1, 2)]
+    assert torch.equal(draw[0], draw[1])
+    assert not torch.equal(draw[0], draw[2])
+
+
+def test_task_sampler_splits_each_task_into_disjoint_support_and_query():
+    codes = np.repeat(np.arange(6), 9)
+    X = torch.arange(len(codes), dtype=torch.float32)[:, None]  # X holds the row index
+    y = torch.tensor(codes, dtype=torch.float32)[:, None]  # y holds the task code
+    sampler = TaskSampler(X, y, GroupedRows(codes), torch.arange(6), n_support=4, n_query=5)
+    batch = sampler.sample(6, _generator())
+    assert batch.x_support.shape == (6, 4, 1) and batch.x_query.shape == (6, 5, 1)
+    for t in range(6):
+        support = set(batch.x_support[t, :, 0].tolist())
+        query = set(batch.x_query[t, :, 0].tolist())
+        assert not support & query
+        assert len(set(batch.y_support[t, :, 0].tolist()) | set(batch.y_query[t, :, 0].tolist())) == 1
+    # all six tasks drawn without replacement
+    assert sorted(batch.y_support[:, 0, 0].tolist()) == list(range(6))
+
+
+def test_task_sampler_draws_only_from_its_pool():
+    codes = np.repeat(np.arange(10), 5)
+    y = torch.tensor(codes, dtype=torch.float32)[:, None]
+    sampler = TaskSampler(y, y, GroupedRows(codes), torch.tensor([3, 7]), n_support=2, n_query=2)
+    batch = sampler.sample(8, _generator())  # more tasks than the pool: with replacement
+    assert set(batch.y_query.unique().tolist()) <= {3.0, 7.0}
+
+
+def test_episodes_relabel_distinct_classes_locally():
+    labels = np.repeat(np.arange(5), 8)
+    X = torch.tensor(labels, dtype=torch.float32)[:, None]  # X reveals the true class
+    sampler = EpisodeSampler(X, GroupedRows(labels), torch.arange(5), n_way=3, k_shot=2, n_query=4)
+    batch = sampler.sample(10, _generator())
+    assert batch.x_support.shape == (10, 6, 1) and batch.x_query.shape == (10, 12, 1)
+    assert batch.y_support[0].tolist() == [0, 0, 1, 1, 2, 2]
+    seen_orders = set()
+    for t in range(10):
+        true_s = batch.x_support[t, :, 0].long()
+        true_q = batch.x_query[t, :, 0].long()
+        mapping = dict(zip(batch.y_support[t].tolist(), true_s.tolist()))
+        assert len(set(mapping.values())) == 3  # three distinct classes
+        assert all(mapping[local] == true for local, true in zip(batch.y_query[t].tolist(), true_q.tolist()))
+        seen_orders.add(tuple(mapping[i] for i in range(3)))
+    assert len(seen_orders) > 1  # no class owns an output unit

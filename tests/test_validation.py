@@ -1,0 +1,153 @@
+"""Bad input gets a clear error and changes nothing; odd but valid input works."""
+
+import numpy as np
+import pytest
+from sklearn.utils._param_validation import InvalidParameterError
+
+from sklearn_meta import MetaClassifier, MetaRegressor
+from sklearn_meta.exceptions import SingleTaskWarning
+
+from .conftest import FAST
+
+
+@pytest.fixture
+def fitted(sinusoids):
+    X, y, groups, X_test, y_test, _ = sinusoids
+    est = MetaRegressor(**FAST).fit(X, y, groups=groups).partial_adapt(X_test[:10], y_test[:10])
+    return est, est.predict(X_test), X_test
+
+
+def _unchanged(est, expected, X_test):
+    np.testing.assert_array_equal(est.predict(X_test), expected)
+
+
+@pytest.mark.parametrize("where", ["X", "y"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_training_data(sinusoids, fitted, where, value):
+    X, y, groups, *_ = sinusoids
+    est, expected, X_test = fitted
+    X, y = X.copy(), y.copy()
+    (X if where == "X" else y)[5] = value
+    with pytest.raises(ValueError, match=f"Input {where} contains (NaN|infinity)"):
+        est.fit(X, y, groups=groups)
+    _unchanged(est, expected, X_test)
+
+
+def test_non_finite_adaptation_and_score_data(fitted, sinusoids):
+    est, expected, X_test = fitted
+    *_, y_test, groups_test = sinusoids
+    bad = X_test[:10].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        est.partial_adapt(bad, y_test[:10])
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        est.predict(bad)
+    with pytest.raises(ValueError, match="Input y contains infinity"):
+        est.score(X_test, np.where(groups_test == 2, np.inf, y_test), groups=groups_test)
+    _unchanged(est, expected, X_test)
+
+
+def test_task_with_too_few_rows_is_named(sinusoids, fitted):
+    X, y, groups, *_ = sinusoids
+    est, expected, X_test = fitted
+    keep = ~((groups == 7) & (np.arange(len(groups)) % 20 >= 6))  # task 7 keeps 6 rows
+    with pytest.raises(ValueError, match=r"fewer than n_support \+ 1 = 11 rows \(task ids 7\)"):
+        est.fit(X[keep], y[keep], groups=groups[keep])
+    _unchanged(est, expected, X_test)
+
+
+def test_too_many_query_rows(sinusoids):
+    X, y, groups, *_ = sinusoids
+    with pytest.raises(ValueError, match="n_query=15 but the smallest task has only 10 rows left"):
+        MetaRegressor(**FAST, n_query=15).fit(X, y, groups=groups)
+
+
+def test_score_tasks_too_small_for_support(fitted, sinusoids):
+    est, expected, X_test = fitted
+    *_, y_test, groups_test = sinusoids
+    with pytest.raises(ValueError, match=r"task\(s\) have too few rows"):
+        est.score(X_test[:25], y_test[:25], groups=groups_test[:25])  # task 1 has 5 rows
+
+
+def test_partial_adapt_with_another_number_of_features(fitted):
+    est, expected, X_test = fitted
+    with pytest.raises(ValueError, match="X has 2 features, but MetaRegressor is expecting 1 features"):
+        est.partial_adapt(np.ones((10, 2)), np.ones(10))
+    _unchanged(est, expected, X_test)
+
+
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        (np.arange(5), "groups has 5 entries but X has 1200 rows"),
+        (np.full(1200, np.nan), "groups contains NaN"),
+        (np.ones((1200, 2)), "groups must be 1-dimensional"),
+        (np.array([None] * 1200, dtype=object), "groups contains None"),
+    ],
+)
+def test_bad_groups(sinusoids, fitted, groups, message):
+    X, y, *_ = sinusoids
+    est, expected, X_test = fitted
+    with pytest.raises(ValueError, match=message):
+        est.fit(X, y, groups=groups)
+    _unchanged(est, expected, X_test)
+
+
+def test_diverging_adaptation_is_refused_and_keeps_the_model(fitted, sinusoids):
+    est, expected, X_test = fitted
+    *_, y_test, _ = sinusoids
+    est.set_params(inner_optimizer="sgd")
+    est.inner_optimizer_ = type(est.inner_optimizer_)(lr=1e30)
+    with pytest.raises(ValueError, match="non-finite parameters; the model is left as it was"):
+        est.partial_adapt(X_test[:10], y_test[:10] * 1e10)
+    _unchanged(est, expected, X_test)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"inner_optimizer": "rmsprop"},
+        {"inner_lr": -1.0},
+        {"inner_steps": 0},
+        {"n_support": 1.5},
+        {"meta_optimizer": "lbfgs-ish"},
+        {"activation": "gelu"},
+        {"callbacks": "PrintLog"},
+    ],
+)
+def test_invalid_constructor_arguments(sinusoids, params):
+    X, y, groups, *_ = sinusoids
+    with pytest.raises(InvalidParameterError, match=list(params)[0]):
+        MetaRegressor(**params).fit(X, y, groups=groups)
+
+
+def test_no_groups_warns_and_caps_the_support_set():
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(12, 3)), rng.normal(size=12)
+    with pytest.warns(SingleTaskWarning, match="no groups: all 12 rows are treated as one task"):
+        est = MetaRegressor(**FAST).fit(X, y)
+    assert (est.n_support_, est.n_query_) == (6, 6)
+    with pytest.raises(ValueError, match="n_samples = 1"):
+        MetaRegressor(**FAST).fit(X[:1], y[:1])
+
+
+def test_arrays_lists_and_dataframes_are_accepted(sinusoids):
+    pd = pytest.importorskip("pandas")
+    X, y, groups, X_test, *_ = sinusoids
+    reference = MetaRegressor(**FAST).fit(X, y, groups=groups).predict(X_test)
+    reversed_rows = MetaRegressor(**FAST).fit(X[::-1], y[::-1], groups=groups[::-1])
+    assert np.isfinite(reversed_rows.predict(X_test[::-1])).all()
+    from_lists = MetaRegressor(**FAST).fit(X.tolist(), y.tolist(), groups=groups.tolist())
+    np.testing.assert_array_equal(from_lists.predict(X_test.tolist()), reference)
+    frame = pd.DataFrame(X, columns=["x"])
+    from_pandas = MetaRegressor(**FAST).fit(frame, pd.Series(y), groups=pd.Series(groups))
+    assert from_pandas.feature_names_in_.tolist() == ["x"]
+    np.testing.assert_array_equal(from_pandas.predict(pd.DataFrame(X_test, columns=["x"])), reference)
+    fortran = np.asfortranarray(np.column_stack([X, X]))[:, ::2]
+    np.testing.assert_array_equal(MetaRegressor(**FAST).fit(fortran, y, groups=groups).predict(X_test), reference)
+
+
+def test_classifier_rejects_continuous_targets(class_tasks):
+    X, y, groups, *_ = class_tasks
+    with pytest.raises(ValueError, match="Unknown label type"):
+        MetaClassifier(**FAST).fit(X, y + 0.5, groups=groups)
