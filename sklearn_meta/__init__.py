@@ -8,7 +8,7 @@ rows with ``partial_adapt``.
 
 from ._classifier import MetaClassifier
 from ._regressor import MetaRegressor
+from ._version import __version__
+from .adaptation import partial_adapt, reset_adaptation
 
-__version__ = "0.1.0"
-
-__all__ = ["MetaClassifier", "MetaRegressor", "__version__"]
+__all__ = ["MetaClassifier", "MetaRegressor", "__version__", "partial_adapt", "reset_adaptation"]

@@ -22,7 +22,14 @@ from skorch.history import History
 
 from ._engine import Learner, adapt, adapt_tasks, predict_tasks
 from ._network import ACTIVATIONS, build_network
-from ._persistence import history_from_state, history_to_state, to_numpy_tree, to_torch_tree
+from ._persistence import (
+    check_saved_with,
+    history_from_state,
+    history_to_state,
+    saved_with,
+    to_numpy_tree,
+    to_torch_tree,
+)
 from ._tasks import GroupedRows, TaskSampler, encode_groups
 from ._training import MetaModel, ThinnedPrintLog, TrainingView, train
 from .exceptions import SingleTaskWarning
@@ -525,6 +532,7 @@ class BaseMetaEstimator(BaseEstimator):
         if "module_" in state:
             state["module_"] = None
             state["_module_state"] = to_numpy_tree(dict(self.module_.state_dict()))
+            state["_saved_with"] = saved_with()
         for key in _TENSOR_ATTRIBUTES:
             if key in state:
                 state[key] = to_numpy_tree(state[key])
@@ -535,9 +543,13 @@ class BaseMetaEstimator(BaseEstimator):
     def __setstate__(self, state):
         state = dict(state)
         module_state = state.pop("_module_state", None)
-        self.__dict__.update(state)
+        record = state.pop("_saved_with", None)
         if module_state is None:
+            self.__dict__.update(state)
             return
+        check_saved_with(record)
+        self.__dict__.update(state)
+        self.saved_with_ = record
         device = self._load_device()
         self.module_ = build_network(self._network_spec_, 0, device)
         self.module_.load_state_dict(to_torch_tree(module_state, device))

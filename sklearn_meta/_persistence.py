@@ -11,7 +11,41 @@ import numpy as np
 import torch
 from skorch.history import History
 
-__all__ = ["history_from_state", "history_to_state", "to_numpy_tree", "to_torch_tree"]
+from ._version import __version__
+
+__all__ = [
+    "STATE_FORMAT",
+    "check_saved_with",
+    "history_from_state",
+    "history_to_state",
+    "saved_with",
+    "to_numpy_tree",
+    "to_torch_tree",
+]
+
+# Version of the layout of a saved estimator's state. Raise it when the layout
+# changes, and teach ``check_saved_with`` (or ``__setstate__``) to read the old one.
+STATE_FORMAT = 1
+
+
+def saved_with() -> dict:
+    """What a saved model records about the software that wrote it."""
+    return {"format": STATE_FORMAT, "sklearn_meta": __version__, "torch": torch.__version__}
+
+
+def check_saved_with(record: dict | None) -> None:
+    """Refuse a state this version cannot read, rather than predict wrongly from it."""
+    if record is None:
+        raise ValueError(
+            "This file holds a fitted sklearn-meta estimator without a version record; it was not "
+            "written by sklearn-meta's own saving code and cannot be loaded safely."
+        )
+    if record.get("format", 0) > STATE_FORMAT:
+        raise ValueError(
+            f"This model was saved by sklearn-meta {record.get('sklearn_meta')} (state format "
+            f"{record.get('format')}); sklearn-meta {__version__} reads formats up to {STATE_FORMAT}. "
+            "Upgrade sklearn-meta to load it."
+        )
 
 
 def to_numpy_tree(tree):

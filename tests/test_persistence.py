@@ -84,3 +84,19 @@ def test_a_model_fitted_on_a_gpu_loads_on_a_machine_without_one(sinusoids):
 def test_unfitted_estimator_roundtrip():
     est = MetaRegressor(inner_steps=3)
     assert _roundtrip(est).get_params() == est.get_params()
+
+
+def test_saved_models_record_versions_and_refuse_unknown_formats(sinusoids):
+    import sklearn_meta
+
+    X, y, groups, X_test, *_ = sinusoids
+    est = MetaRegressor(**FAST).fit(X, y, groups=groups)
+    loaded = _roundtrip(est)
+    assert loaded.saved_with_ == {"format": 1, "sklearn_meta": sklearn_meta.__version__, "torch": torch.__version__}
+    state = est.__getstate__()
+    state["_saved_with"] = {**state["_saved_with"], "format": 99, "sklearn_meta": "9.0"}
+    with pytest.raises(ValueError, match="saved by sklearn-meta 9.0 .* Upgrade sklearn-meta"):
+        MetaRegressor.__new__(MetaRegressor).__setstate__(state)
+    del state["_saved_with"]
+    with pytest.raises(ValueError, match="without a version record"):
+        MetaRegressor.__new__(MetaRegressor).__setstate__(state)
