@@ -476,13 +476,14 @@ class BaseMetaEstimator(BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         device = self._runtime_device()
-        params = {**self._current_params(), **dict(self.module_.named_buffers())}
-        outputs = []
+        learner, params = self._learner(), self._current_params()
+        outputs = torch.empty((X.shape[0], self.n_outputs_), device=device)
         with torch.inference_mode():
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 chunk = _as_float_tensor(X[start : start + _PREDICT_CHUNK], device)
-                outputs.append(torch.func.functional_call(self.module_, params, (chunk,)))
-        return torch.cat(outputs)
+                # Copy out: a chunk's output can keep a far larger buffer alive.
+                outputs[start : start + len(chunk)] = learner.forward(params, chunk)
+        return outputs
 
     def _few_shot_outputs(self, X, y, groups):
         """Adapt to each task of ``groups`` on its first rows; predict the rest.

@@ -8,6 +8,8 @@ Nothing here knows about scikit-learn.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -19,6 +21,20 @@ from torch.func import functional_call, grad, vmap
 from .optim import InnerOptimizer, Params
 
 __all__ = ["Learner", "TaskBatch", "adapt", "adapt_tasks", "meta_gradient", "predict_tasks"]
+
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _module_lock(module: nn.Module) -> threading.RLock:
+    # functional_call swaps the module's parameters in and out, so two threads
+    # calling it on one module at once would run each other's parameters.
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(module)
+        if lock is None:
+            lock = _LOCKS[module] = threading.RLock()
+        return lock
 
 
 class TaskBatch(NamedTuple):
@@ -53,7 +69,8 @@ class Learner:
     optimizer: InnerOptimizer
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
-        return functional_call(self.module, (params, self.buffers), (x,))
+        with _module_lock(self.module):
+            return functional_call(self.module, (params, self.buffers), (x,))
 
     def task_loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
         return self.loss(self.forward(params, x), y)

@@ -102,7 +102,7 @@ def train(
     model, history = view.module_, view.history
     params = list(model.parameters())
     backup = [p.detach().clone() for p in params]
-    n_done = 0
+    stepping = False
     for cb in callbacks:
         cb.on_train_begin(view)
     try:
@@ -119,7 +119,7 @@ def train(
             grads = list(param_grads.values()) + list(meta_grads.values())
             if not _all_finite(loss, grads):
                 history.pop()
-                _stop_non_finite(iteration, n_done, params, backup)
+                _stop_non_finite(iteration, len(history))
                 break
             for p, b, g in zip(params, backup, grads):
                 b.copy_(p.detach())
@@ -128,8 +128,9 @@ def train(
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             for cb in callbacks:
                 cb.on_grad_computed(view, named_parameters=list(model.named_parameters()), batch=batch)
+            stepping = True
             optimizer.step()
-            n_done = iteration
+            stepping = False
             history.record("train_loss", loss.item())
             if validate is not None:
                 for key, value in validate().items():
@@ -142,25 +143,24 @@ def train(
             history.pop()  # the interrupted update never completed
     for p in params:
         p.grad = None
-    if not all(torch.isfinite(p).all() for p in params):  # an update overflowed
+    # A Ctrl-C inside optimizer.step() leaves some parameters updated and others
+    # not; an overflowing update leaves them non-finite. Either way, go back to
+    # the parameters of the last completed update.
+    if stepping or not all(torch.isfinite(p).all() for p in params):
         with torch.no_grad():
             for p, b in zip(params, backup):
                 p.copy_(b)
     for cb in callbacks:
         cb.on_train_end(view)
-    return n_done
+    return len(history)
 
 
-def _stop_non_finite(iteration, n_done, params, backup):
+def _stop_non_finite(iteration, n_done):
     if n_done == 0:
         raise ValueError(
             f"The meta-loss or its gradient was not finite at iteration {iteration}, before any "
             "update could be made. Lower inner_lr or meta_lr, scale the inputs, or set max_grad_norm."
         )
-    with torch.no_grad():
-        if not all(torch.isfinite(p).all() for p in params):
-            for p, b in zip(params, backup):
-                p.copy_(b)
     warnings.warn(
         f"The meta-loss or its gradient became non-finite at iteration {iteration}; meta-training "
         f"stopped and kept the last finite meta-parameters ({n_done} updates). Lower inner_lr or "

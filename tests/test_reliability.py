@@ -44,3 +44,16 @@ def test_adaptation_cycles_do_not_grow_memory(sinusoids):
     cycles(3000)
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown_kib < 20_000, f"resident memory grew by {grown_kib} KiB over 3000 cycles"
+
+
+def test_predict_on_a_million_rows_runs_in_bounded_memory(sinusoids):
+    X, y, groups, *_ = sinusoids
+    est = MetaRegressor(**{**FAST, "hidden_layer_sizes": (64, 64)}).fit(X, y, groups=groups)
+    X_big = np.linspace(-5, 5, 1_000_000)[:, None]
+    est.predict(X_big[:70_000])  # warm up: one full chunk and a partial one
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    prediction = est.predict(X_big)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert prediction.shape == (1_000_000,) and np.isfinite(prediction).all()
+    # Unchunked, the two 64-wide hidden layers alone would need 2 x 256 MB.
+    assert grown_mib < 150, f"predict grew resident memory by {grown_mib:.0f} MiB"

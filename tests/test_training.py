@@ -160,3 +160,21 @@ def test_print_log_as_a_user_callback(sinusoids):
         warnings.simplefilter("error")
         MetaRegressor(**FAST, callbacks=[PrintLog(sink=lines.append)]).fit(X, y, groups=groups)
     assert len(lines) == 2 + 10 and "train_loss" in lines[0]  # header, rule, one row per update
+
+
+def test_ctrl_c_during_fit_keeps_a_usable_estimator_at_its_last_update(sinusoids):
+    import os
+    import signal
+    import threading
+
+    X, y, groups, X_test, *_ = sinusoids
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        est = MetaRegressor(**{**FAST, "max_iter": 10**6}).fit(X, y, groups=groups)
+    finally:
+        timer.cancel()
+    assert 0 < est.n_iter_ < 10**6 and len(est.loss_curve_) == est.n_iter_
+    # Deterministic training: the interrupted model is the model of its last completed update.
+    same = MetaRegressor(**{**FAST, "max_iter": est.n_iter_}).fit(X, y, groups=groups)
+    np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
