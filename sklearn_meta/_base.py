@@ -31,7 +31,7 @@ from ._persistence import (
     to_torch_tree,
 )
 from ._tasks import GroupedRows, TaskSampler, encode_groups
-from ._training import MetaModel, ThinnedPrintLog, TrainingView, train
+from ._training import MetaModel, MetaProgressBar, ThinnedPrintLog, TrainingView, train
 from .exceptions import SingleTaskWarning
 from .optim import resolve_inner_optimizer
 
@@ -196,6 +196,10 @@ class BaseMetaEstimator(BaseEstimator):
         """Width of the network's output layer."""
         raise NotImplementedError
 
+    def _batch_score(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The estimator's score over query rows of a task batch (tasks first)."""
+        raise NotImplementedError
+
     def _make_sampler(self, X_t, y_t, y_encoded, groups, generator, device):
         """Return the training sampler and a fixed validation batch (or ``None``)."""
         return self._grouped_sampler(X_t, y_t, groups, generator, device)
@@ -304,9 +308,10 @@ class BaseMetaEstimator(BaseEstimator):
 
     def _training_callbacks(self) -> list:
         callbacks = []
-        if self.verbose:
-            every = 1 if self.verbose >= 2 else max(1, self.max_iter // 20)
-            callbacks.append(ThinnedPrintLog(every))
+        if self.verbose == 1:
+            callbacks.append(MetaProgressBar(self.max_iter))
+        elif self.verbose >= 2:
+            callbacks.append(ThinnedPrintLog(max(1, 10 // self.verbose)))
         if self.early_stopping:
             callbacks.append(
                 EarlyStopping(
@@ -392,7 +397,8 @@ class BaseMetaEstimator(BaseEstimator):
             with torch.no_grad():
                 output = predict_tasks(learner, adapted, batch.x_query)
                 loss = torch.func.vmap(learner.loss)(output, batch.y_query).mean()
-            return {"valid_loss": loss.item()}
+                score = self._batch_score(output, batch.y_query)
+            return {"valid_loss": loss.item(), "valid_score": score.item()}
 
         return validate
 

@@ -263,6 +263,9 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
     def _loss(output, target):
         return torch.nn.functional.cross_entropy(output, target)
 
+    def _batch_score(self, output, target):
+        return (output.argmax(dim=-1) == target).float().mean()
+
     def _reset_adaptation_state(self):
         super()._reset_adaptation_state()
         if self._episodic:

@@ -146,6 +146,12 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     def _loss(output, target):
         return torch.nn.functional.mse_loss(output, target)
 
+    def _batch_score(self, output, target):
+        # pooled R²: residuals over all query rows, totals around each task's own mean
+        ss_res = ((target - output) ** 2).sum()
+        ss_tot = ((target - target.mean(dim=1, keepdim=True)) ** 2).sum()
+        return 1 - ss_res / ss_tot
+
     def predict(self, X):
         """Predict with the adapted model (the meta-learned one before any adaptation).
 

@@ -99,15 +99,34 @@ def test_early_stopping_needs_two_tasks():
         MetaRegressor(**FAST, early_stopping=True).fit(X, y)
 
 
-def test_verbose_prints_progress_and_zero_is_silent(sinusoids, capsys):
+def test_verbose_shows_a_progress_bar_and_zero_is_silent(sinusoids, capsys):
     X, y, groups, *_ = sinusoids
     MetaRegressor(**FAST).fit(X, y, groups=groups)
-    assert capsys.readouterr().out == ""
-    MetaRegressor(**{**FAST, "max_iter": 40}, verbose=1).fit(X, y, groups=groups)
+    assert capsys.readouterr() == ("", "")
+    MetaRegressor(**{**FAST, "max_iter": 40}, verbose=1, early_stopping=True, tol=0).fit(X, y, groups=groups)
+    bar = capsys.readouterr().err
+    assert "meta-training" in bar and "40/40" in bar
+    assert "train_loss=" in bar and "valid_loss=" in bar and "valid_score=" in bar
+
+
+def test_verbose_two_prints_the_training_table(sinusoids, capsys):
+    X, y, groups, *_ = sinusoids
+    MetaRegressor(**{**FAST, "max_iter": 40}, verbose=2).fit(X, y, groups=groups)
     lines = capsys.readouterr().out.strip().splitlines()
     assert "train_loss" in lines[0] and set(lines[1]) <= {"-", " "}
     epochs = [int(line.split()[0]) for line in lines[2:]]
-    assert epochs == [1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40]
+    assert epochs == [1, 5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_validation_score_is_the_few_shot_score_of_the_held_out_tasks(sinusoids):
+    X, y, groups, *_ = sinusoids
+    est = MetaRegressor(**FAST, early_stopping=True, n_iter_no_change=100).fit(X, y, groups=groups)
+    losses, scores = np.array(est.history_[:, "valid_loss"]), np.array(est.history_[:, "valid_score"])
+    # On one fixed batch of held-out tasks, pooled R2 = 1 - SS_res / SS_tot with SS_tot fixed and
+    # SS_res proportional to the mean squared error: the points lie on a line through (0, 1).
+    slope = (1 - scores) / losses
+    assert len(scores) == 10 and np.ptp(losses) > 0
+    np.testing.assert_allclose(slope, slope[0], rtol=1e-4)
 
 
 class PoisonAt(Callback):
