@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping
 from skorch.history import History
 
-from ._engine import Learner, adapt, adapt_tasks, predict_tasks
+from ._engine import Learner, adapt_task, adapt_tasks, predict_tasks
 from ._network import ACTIVATIONS, build_network
 from ._persistence import (
     check_saved_with,
@@ -464,8 +464,7 @@ class BaseMetaEstimator(BaseEstimator):
             state = self.inner_state_
             if state is None:
                 state = learner.optimizer.init(params)
-            with torch.no_grad():
-                params, state = adapt(learner, params, self.inner_meta_params_, state, x_t, y_t, self._adapt_steps())
+            params, state = adapt_task(learner, params, self.inner_meta_params_, state, x_t, y_t, self._adapt_steps())
             if not all(bool(torch.isfinite(p).all()) for p in params.values()):
                 raise ValueError(
                     "Adaptation produced non-finite parameters; the model is left as it was. "

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from sklearn_meta._engine import Learner, TaskBatch, adapt_tasks, meta_gradient, predict_tasks
+from sklearn_meta._engine import Learner, TaskBatch, adapt, adapt_task, adapt_tasks, meta_gradient, predict_tasks
 from sklearn_meta.optim import SGD, Adam, MetaSGD
 
 N_TASKS, N_STEPS = 4, 3
@@ -105,3 +105,20 @@ def test_vectorised_adaptation_matches_one_task_at_a_time(setup):
         single = adapt_tasks(learner, params, {}, batch.x_support[t : t + 1], batch.y_support[t : t + 1], N_STEPS)
         torch.testing.assert_close(outputs[t], predict_tasks(learner, single, batch.x_query[t : t + 1])[0])
     assert not any(v.requires_grad for v in adapted.values())
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_serving_adaptation_equals_the_torch_func_path(setup, name):
+    net, params, batch = setup
+    optimizer = OPTIMIZERS[name]
+    meta = optimizer.meta_parameters(params)
+    learner = Learner(net, {}, _mse, optimizer)
+    x, y = batch.x_support[0], batch.y_support[0]
+    with torch.no_grad():
+        expected, expected_state = adapt(learner, params, meta, optimizer.init(params), x, y, N_STEPS)
+    got, state = adapt_task(learner, params, meta, optimizer.init(params), x, y, N_STEPS)
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k])
+        assert not got[k].requires_grad
+    if name == "adam":
+        torch.testing.assert_close(state["nu"], expected_state["nu"])
