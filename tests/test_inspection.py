@@ -1,0 +1,69 @@
+"""The meta-training and adaptation curve displays."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.dummy import DummyClassifier, DummyRegressor
+
+from sklearn_meta import MetaClassifier, MetaRegressor
+from sklearn_meta.inspection import AdaptationCurveDisplay, MetaTrainingCurveDisplay
+
+from .conftest import FAST
+
+
+def test_training_curve_reads_the_history(sinusoids):
+    X, y, groups, *_ = sinusoids
+    est = MetaRegressor(**FAST, early_stopping=True, n_iter_no_change=100).fit(X, y, groups=groups)
+    display = MetaTrainingCurveDisplay.from_estimator(est, plot=False)
+    np.testing.assert_array_equal(display.train_loss, est.loss_curve_)
+    np.testing.assert_array_equal(display.valid_loss, est.history_[:, "valid_loss"])
+    smooth = MetaTrainingCurveDisplay.from_estimator(est, smoothing=3, plot=False)
+    assert np.isnan(smooth.train_loss[:2]).all()
+    assert smooth.train_loss[2] == pytest.approx(np.mean(est.loss_curve_[:3]))
+
+
+def test_adaptation_curve_measures_query_error_per_step(sinusoids):
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    est = MetaRegressor(**FAST).fit(X, y, groups=groups)
+    baseline = DummyRegressor().fit(X, y)
+    display = AdaptationCurveDisplay.from_estimator(
+        est, X_test, y_test, groups_test, steps=[0, 2], baseline=baseline, plot=False
+    )
+    query = np.arange(len(y_test)) % 20 >= 10  # each test task: 10 support rows, then 10 query rows
+    # zero steps: the meta-learned network itself
+    assert display.errors[0] == pytest.approx(np.mean((est.predict(X_test[query]) - y_test[query]) ** 2), rel=1e-5)
+    # two steps: the same as adapting each task by hand for two steps
+    squared = []
+    for g in np.unique(groups_test):
+        rows = np.flatnonzero(groups_test == g)
+        twin = clone(est)
+        twin.__setstate__(est.__getstate__())
+        twin.set_params(adapt_steps=2).partial_adapt(X_test[rows[:10]], y_test[rows[:10]])
+        squared.append((twin.predict(X_test[rows[10:]]) - y_test[rows[10:]]) ** 2)
+    assert display.errors[1] == pytest.approx(np.mean(squared), rel=1e-4)
+    assert display.baseline_error == pytest.approx(np.mean((y.mean() - y_test[query]) ** 2))
+    assert est.adapted_params_ is None and est.adapt_steps is None  # the estimator is untouched
+
+
+def test_classifier_curve_is_an_error_rate(class_tasks):
+    X, y, groups, X_test, y_test, groups_test = class_tasks
+    clf = MetaClassifier(**FAST).fit(X, y, groups=groups)
+    display = AdaptationCurveDisplay.from_estimator(
+        clf, X_test, y_test, groups_test, steps=[0, 1], baseline=DummyClassifier().fit(X, y), plot=False
+    )
+    assert display.metric_name == "error rate" and ((0 <= display.errors) & (display.errors <= 1)).all()
+
+
+def test_plots_draw_lines(sinusoids):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    est = MetaRegressor(**FAST, early_stopping=True).fit(X, y, groups=groups)
+    training = MetaTrainingCurveDisplay.from_estimator(est)
+    assert len(training.lines_) == 2 and training.ax_.get_xlabel() == "outer update"
+    curve = AdaptationCurveDisplay.from_estimator(
+        est, X_test, y_test, groups_test, steps=[0, 1], baseline=DummyRegressor().fit(X, y)
+    )
+    assert len(curve.lines_) == 2 and curve.figure_ is curve.ax_.figure
