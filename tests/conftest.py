@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 from sklearn_meta.datasets import make_classification_tasks, make_sinusoid_tasks
+
+# The test networks are tiny: one intra-op thread avoids OpenMP spin-waits that make
+# them many times slower on a busy 2-core machine.
+torch.set_num_threads(1)
 
 # Small settings keep every fit well under a second on 2 CPU cores.
 FAST = dict(hidden_layer_sizes=(16,), max_iter=10, meta_batch_size=5, random_state=0)
