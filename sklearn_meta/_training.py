@@ -16,7 +16,7 @@ from skorch.callbacks import Callback, PrintLog
 from skorch.history import History
 from torch import nn
 
-from ._engine import Learner, TaskBatch, meta_gradient
+from ._engine import Learner, TaskBatch, compiled_meta_loss, meta_gradient
 from .exceptions import NonFiniteLossWarning
 
 __all__ = ["MetaModel", "MetaProgressBar", "ThinnedPrintLog", "TrainingView", "train"]
@@ -121,15 +121,18 @@ def train(
     callbacks: list,
     validate: Callable[[], dict] | None = None,
     max_grad_norm: float | None = None,
+    compile: bool = False,
 ) -> int:
     """Run up to ``max_iter`` outer updates of ``view.module_``; return how many completed.
 
     A ``KeyboardInterrupt`` (Ctrl-C, or skorch's ``EarlyStopping``) ends
     training with the last completed update. A non-finite meta-loss or
     meta-gradient stops training with the last finite meta-parameters and a
-    warning; if it happens before any update, :class:`ValueError`.
+    warning; if it happens before any update, :class:`ValueError`. With
+    ``compile``, the meta-loss is compiled with :func:`torch.compile`.
     """
     model, history = view.module_, view.history
+    loss_fn = compiled_meta_loss(learner, n_steps, first_order) if compile else None
     params = list(model.parameters())
     backup = [p.detach().clone() for p in params]
     stepping = False
@@ -143,9 +146,20 @@ def train(
                 cb.on_epoch_begin(view)
             start = time.perf_counter()
             batch = sample()
-            loss, param_grads, meta_grads = meta_gradient(
-                learner, model.meta_params(), model.inner_meta(), batch, n_steps, first_order
-            )
+            try:
+                loss, param_grads, meta_grads = meta_gradient(
+                    learner, model.meta_params(), model.inner_meta(), batch, n_steps, first_order, loss_fn
+                )
+            except Exception as error:  # compilation failed (platform, toolchain): carry on eagerly
+                if loss_fn is None:
+                    raise
+                warnings.warn(
+                    f"torch.compile failed ({type(error).__name__}: {error}); training eagerly.", stacklevel=4
+                )
+                loss_fn = None
+                loss, param_grads, meta_grads = meta_gradient(
+                    learner, model.meta_params(), model.inner_meta(), batch, n_steps, first_order
+                )
             grads = list(param_grads.values()) + list(meta_grads.values())
             if not _all_finite(loss, grads):
                 history.pop()

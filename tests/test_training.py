@@ -190,10 +190,31 @@ def test_ctrl_c_during_fit_keeps_a_usable_estimator_at_its_last_update(sinusoids
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
-        est = MetaRegressor(**{**FAST, "max_iter": 10**6}).fit(X, y, groups=groups)
+        est = MetaRegressor(**{**FAST, "max_iter": 10**6}, compile=False).fit(X, y, groups=groups)
     finally:
         timer.cancel()
     assert 0 < est.n_iter_ < 10**6 and len(est.loss_curve_) == est.n_iter_
     # Deterministic training: the interrupted model is the model of its last completed update.
     same = MetaRegressor(**{**FAST, "max_iter": est.n_iter_}).fit(X, y, groups=groups)
     np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
+
+
+def test_compile_switch(sinusoids):
+    X, y, groups, *_ = sinusoids
+    assert MetaRegressor(max_iter=10_000)._use_compile() and not MetaRegressor(max_iter=9_999)._use_compile()
+    assert not MetaRegressor(max_iter=10_000, compile=False)._use_compile()
+    assert MetaRegressor(max_iter=1, compile=True)._use_compile()
+
+
+def test_compiled_training_gives_the_eager_parameters(sinusoids):
+    # Slow (compilation takes tens of seconds on 2 cores), but it is the proof that the
+    # compiled path is exact.
+    X, y, groups, X_test, *_ = sinusoids
+    settings = {**FAST, "hidden_layer_sizes": (8,), "max_iter": 5}
+    eager = MetaRegressor(**settings, compile=False).fit(X, y, groups=groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a fallback to eager would warn
+        compiled = MetaRegressor(**settings, compile=True).fit(X, y, groups=groups)
+    np.testing.assert_allclose(compiled.loss_curve_, eager.loss_curve_, rtol=1e-5)
+    for (name, a), (_, b) in zip(compiled.module_.named_parameters(), eager.module_.named_parameters()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
