@@ -479,7 +479,7 @@ class BaseMetaEstimator(BaseEstimator):
             if state is None:
                 state = learner.optimizer.init(params)
             params, state = adapt_task(learner, params, self.inner_meta_params_, state, x_t, y_t, self._adapt_steps())
-            if not all(bool(torch.isfinite(p).all()) for p in params.values()):
+            if not torch.isfinite(torch.cat([p.reshape(-1) for p in params.values()])).all():
                 raise ValueError(
                     "Adaptation produced non-finite parameters; the model is left as it was. "
                     "Lower inner_lr or adapt_steps, or scale the inputs."
