@@ -542,6 +542,12 @@ class BaseMetaEstimator(BaseEstimator):
             predicted = predict_tasks(learner, adapted, X_t[query])
             outputs[query[query_valid]] = predicted[query_valid]
             is_query[query[query_valid]] = True
+        if not torch.isfinite(outputs).all():
+            raise ValueError(
+                f"Adapting the held-out tasks with adapt_steps={self._adapt_steps()} produced non-finite "
+                "predictions: the inner loop diverges at this step count. Lower adapt_steps or inner_lr "
+                "(Meta-SGD's learned rates are tuned for the inner_steps it was trained with)."
+            )
         return outputs, is_query, codes, y_encoded
 
     # ------------------------------------------------------------------

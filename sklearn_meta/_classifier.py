@@ -334,6 +334,11 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
             learner, self._meta_params(), self.inner_meta_params_, batch.x_support, batch.y_support, self._adapt_steps()
         )
         logits = predict_tasks(learner, adapted, batch.x_query)
+        if not torch.isfinite(logits).all():
+            raise ValueError(
+                f"Adapting the scoring episodes with adapt_steps={self._adapt_steps()} produced non-finite "
+                "predictions: the inner loop diverges at this step count. Lower adapt_steps or inner_lr."
+            )
         return float((logits.argmax(-1) == batch.y_query).float().mean())
 
     # ------------------------------------------------------------------

@@ -83,7 +83,10 @@ def make_classification_tasks(
     All tasks share ``n_classes`` Gaussian classes, but each task moves the
     whole input space by its own random offset (a site, a sensor, a
     patient): a model pooled over tasks blurs the classes together, while a
-    few labelled rows of a task tell where its classes lie.
+    few labelled rows of a task tell where its classes lie. The class centres
+    depend only on ``n_classes``, ``n_features`` and ``class_sep``, not on
+    ``random_state``, so calls with different seeds give new tasks of the
+    same classes (a training and a held-out collection).
 
     Parameters
     ----------
@@ -117,8 +120,8 @@ def make_classification_tasks(
     >>> X.shape, sorted(set(y.tolist())), len(set(groups.tolist()))
     ((40, 2), [0, 1, 2], 4)
     """
+    centres = np.random.RandomState(0).normal(scale=class_sep, size=(n_classes, n_features))
     rng = check_random_state(random_state)
-    centres = rng.normal(scale=class_sep, size=(n_classes, n_features))
     offsets = rng.normal(scale=task_shift, size=(n_tasks, n_features))
     y = rng.randint(n_classes, size=(n_tasks, n_samples_per_task))
     X = centres[y] + offsets[:, None, :] + rng.normal(size=(n_tasks, n_samples_per_task, n_features))

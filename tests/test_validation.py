@@ -151,3 +151,11 @@ def test_classifier_rejects_continuous_targets(class_tasks):
     X, y, groups, *_ = class_tasks
     with pytest.raises(ValueError, match="Unknown label type"):
         MetaClassifier(**FAST).fit(X, y + 0.5, groups=groups)
+
+
+def test_score_refuses_to_return_nan_when_adaptation_diverges(sinusoids):
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    est = MetaRegressor(**FAST).fit(X, y, groups=groups)
+    est.inner_optimizer_ = type(est.inner_optimizer_)(lr=1e30)
+    with pytest.raises(ValueError, match="non-finite predictions: the inner loop diverges"):
+        est.score(X_test, y_test * 1e10, groups=groups_test)
