@@ -51,6 +51,14 @@ EXPECTED_OUTPUT = {
         "loaded model is still adapted: True",
         "after reset_adaptation() on both, identical again: True",
     ],
+    "real_data_fertility.py": [
+        "MetaRegressor.score(X_test, y_test, groups=...), few-shot R² per fold",
+        "Query MSE in (births per woman)²",
+        "MetaRegressor, after partial_adapt",
+        "GradientBoosting on all countries pooled",
+        "Ridge (quadratic) on the support rows only",
+        "Gaussian process on the support rows only",
+    ],
 }
 
 # One script also runs with matplotlib hidden, to check the text-only path.
