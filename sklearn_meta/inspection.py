@@ -15,12 +15,21 @@ from sklearn.utils.validation import check_is_fitted
 __all__ = ["AdaptationCurveDisplay", "MetaTrainingCurveDisplay"]
 
 
-def _axes(ax):
+def _axes(display, ax):
+    check_matplotlib_support(f"{type(display).__name__}.plot")
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots()
     return ax
+
+
+def _finish(display, ax, lines, **labels):
+    """Label the axes, add the legend, and keep the artists on the display."""
+    ax.set(**labels)
+    ax.legend()
+    display.lines_, display.ax_, display.figure_ = lines, ax, ax.figure
+    return display
 
 
 class MetaTrainingCurveDisplay:
@@ -103,15 +112,12 @@ class MetaTrainingCurveDisplay:
         -------
         display : MetaTrainingCurveDisplay
         """
-        check_matplotlib_support(f"{type(self).__name__}.plot")
-        ax = _axes(ax)
-        self.lines_ = ax.plot(self.iterations, self.train_loss, label="meta-loss (training batches)")
+        ax = _axes(self, ax)
+        lines = ax.plot(self.iterations, self.train_loss, label="meta-loss (training batches)")
         if self.valid_loss is not None:
-            self.lines_ += ax.plot(self.iterations, self.valid_loss, label="few-shot loss (validation tasks)")
-        ax.set(xlabel="outer update", ylabel="loss", title=f"Meta-training of {self.estimator_name}")
-        ax.legend()
-        self.ax_, self.figure_ = ax, ax.figure
-        return self
+            lines += ax.plot(self.iterations, self.valid_loss, label="few-shot loss (validation tasks)")
+        title = f"Meta-training of {self.estimator_name}"
+        return _finish(self, ax, lines, xlabel="outer update", ylabel="loss", title=title)
 
 
 class AdaptationCurveDisplay:
@@ -230,12 +236,15 @@ class AdaptationCurveDisplay:
         -------
         display : AdaptationCurveDisplay
         """
-        check_matplotlib_support(f"{type(self).__name__}.plot")
-        ax = _axes(ax)
-        self.lines_ = ax.plot(self.steps, self.errors, marker="o", label="meta-learned, adapted")
+        ax = _axes(self, ax)
+        lines = ax.plot(self.steps, self.errors, marker="o", label="meta-learned, adapted")
         if self.baseline_error is not None:
-            self.lines_.append(ax.axhline(self.baseline_error, linestyle="--", color="gray", label=self.baseline_name))
-        ax.set(xlabel="adaptation steps", ylabel=f"held-out {self.metric_name}", title="Few-shot adaptation")
-        ax.legend()
-        self.ax_, self.figure_ = ax, ax.figure
-        return self
+            lines.append(ax.axhline(self.baseline_error, linestyle="--", color="gray", label=self.baseline_name))
+        return _finish(
+            self,
+            ax,
+            lines,
+            xlabel="adaptation steps",
+            ylabel=f"held-out {self.metric_name}",
+            title="Few-shot adaptation",
+        )
