@@ -111,6 +111,9 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
+    saved_with_ : dict
+        On a loaded model only: the state format and the sklearn-meta and
+        torch versions that saved it.
 
     See Also
     --------
