@@ -3,7 +3,7 @@
     python benchmarks/run.py           # quick settings: about 3-5 minutes on 2 cores
     python benchmarks/run.py --full    # speed: full run (5-10 min); accuracy: 70,000 iterations (~35-45 min)
 
-Results go to ``benchmarks/results/`` (``speed.md``, ``accuracy.md``, their
+Results go to ``benchmarks/results/`` (``speed.md``, ``accuracy.md``, ``memory.md``, their
 PNG plots and JSON raw data) and a summary to ``benchmarks/results/run.md``.
 """
 
@@ -22,10 +22,12 @@ HERE = Path(__file__).resolve().parent
 QUICK = {
     "speed": ["--quick"],
     "accuracy": [],  # its defaults are the quick run
+    "memory": ["--steps", "1", "5", "10"],
 }
 FULL = {
     "speed": [],
     "accuracy": ["--iterations", "70000", "--jobs", "2"],
+    "memory": [],
 }
 
 
@@ -50,7 +52,7 @@ def main(argv=None):
         "## Benchmark run\n\n"
         f"Machine: {machine_line(threads=False)}\n\n"
         + markdown_table(["benchmark", "command", "wall time (s)", "status"], rows)
-        + "\n\nTables: [speed.md](speed.md), [accuracy.md](accuracy.md).\n"
+        + "\n\nTables: [speed.md](speed.md), [accuracy.md](accuracy.md), [memory.md](memory.md).\n"
     )
     write_result("run", text)
     print(text)
