@@ -528,7 +528,6 @@ class BaseMetaEstimator(BaseEstimator):
             )
         X_t = _as_float_tensor(X, device)
         y_t = self._target_tensor(y_encoded, device)
-        learner = self._learner()
         outputs = torch.zeros((X.shape[0], self.n_outputs_), device=device)
         is_query = torch.zeros(X.shape[0], dtype=torch.bool, device=device)
         for size in np.unique(support_sizes):
@@ -536,19 +535,20 @@ class BaseMetaEstimator(BaseEstimator):
             rows = tasks.rows[selected]
             valid = tasks.valid[selected]
             support, query, query_valid = rows[:, :size], rows[:, size:], valid[:, size:]
-            adapted = adapt_tasks(
-                learner, self._meta_params(), self.inner_meta_params_, X_t[support], y_t[support], self._adapt_steps()
-            )
-            predicted = predict_tasks(learner, adapted, X_t[query])
+            predicted = self._adapt_and_predict(X_t[support], y_t[support], X_t[query])
             outputs[query[query_valid]] = predicted[query_valid]
             is_query[query[query_valid]] = True
         if not torch.isfinite(outputs).all():
-            raise ValueError(
-                f"Adapting the held-out tasks with adapt_steps={self._adapt_steps()} produced non-finite "
-                "predictions: the inner loop diverges at this step count. Lower adapt_steps or inner_lr "
-                "(Meta-SGD's learned rates are tuned for the inner_steps it was trained with)."
-            )
+            raise _diverged("the held-out tasks", self._adapt_steps())
         return outputs, is_query, codes, y_encoded
+
+    def _adapt_and_predict(self, x_support, y_support, x_query) -> torch.Tensor:
+        """Adapt a copy of the meta-learned model to every task at once and predict its query rows."""
+        learner = self._learner()
+        adapted = adapt_tasks(
+            learner, self._meta_params(), self.inner_meta_params_, x_support, y_support, self._adapt_steps()
+        )
+        return predict_tasks(learner, adapted, x_query)
 
     # ------------------------------------------------------------------
     # Persistence: plain numpy state, rebuilt into torch on load
@@ -598,3 +598,11 @@ class BaseMetaEstimator(BaseEstimator):
 
 def _silent(*args, **kwargs):
     pass
+
+
+def _diverged(what: str, n_steps: int) -> ValueError:
+    return ValueError(
+        f"Adapting {what} with adapt_steps={n_steps} produced non-finite predictions: the inner loop "
+        "diverges at this step count. Lower adapt_steps or inner_lr (Meta-SGD's learned rates are tuned "
+        "for the inner_steps it was trained with)."
+    )

@@ -12,8 +12,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ._base import BaseMetaEstimator, _as_float_tensor, _describe
-from ._engine import adapt_tasks, predict_tasks
+from ._base import BaseMetaEstimator, _as_float_tensor, _describe, _diverged
 from ._tasks import EpisodeSampler, GroupedRows
 from .exceptions import NotAdaptedError
 
@@ -332,16 +331,9 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
             _as_float_tensor(X, device), classes, pool, self.n_way, self.k_shot, self._episode_n_query()
         )
         batch = sampler.sample(self.n_score_episodes, generator)
-        learner = self._learner()
-        adapted = adapt_tasks(
-            learner, self._meta_params(), self.inner_meta_params_, batch.x_support, batch.y_support, self._adapt_steps()
-        )
-        logits = predict_tasks(learner, adapted, batch.x_query)
+        logits = self._adapt_and_predict(batch.x_support, batch.y_support, batch.x_query)
         if not torch.isfinite(logits).all():
-            raise ValueError(
-                f"Adapting the scoring episodes with adapt_steps={self._adapt_steps()} produced non-finite "
-                "predictions: the inner loop diverges at this step count. Lower adapt_steps or inner_lr."
-            )
+            raise _diverged("the scoring episodes", self._adapt_steps())
         return float((logits.argmax(-1) == batch.y_query).float().mean())
 
     # ------------------------------------------------------------------
