@@ -33,7 +33,6 @@ import copy
 import json
 import sys
 import time
-import traceback
 
 import numpy as np
 import torch
@@ -423,8 +422,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception:
-        traceback.print_exc()
-        sys.exit(1)
+    main()

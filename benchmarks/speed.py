@@ -41,7 +41,6 @@ import json
 import pstats
 import sys
 import time
-import traceback
 import warnings
 
 import numpy as np
@@ -758,8 +757,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception:
-        traceback.print_exc()
-        sys.exit(1)
+    main()
