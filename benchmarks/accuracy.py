@@ -147,11 +147,11 @@ def _per_task_mse(pred, yq):
 def evaluate_estimator(est: MetaRegressor, test) -> np.ndarray:
     """(MAX_STEPS + 1, tasks) query MSE, all tasks adapted at once with the engine `score` uses."""
     xs, ys, xq, yq = test
-    learner = Learner(est.module_, dict(est.module_.named_buffers()), F.mse_loss, est.inner_optimizer_)
-    params = dict(est.module_.named_parameters())
+    learner = Learner(est.module_.network, dict(est.module_.network.named_buffers()), F.mse_loss, est.inner_optimizer_)
+    params = est.module_.meta_params()
     out = []
     for steps in range(MAX_STEPS + 1):
-        adapted = adapt_tasks(learner, params, est.inner_meta_params_, xs, ys, steps)
+        adapted = adapt_tasks(learner, params, est.module_.inner_meta(), xs, ys, steps)
         out.append(_per_task_mse(predict_tasks(learner, adapted, xq), yq))
     return np.stack(out)
 
@@ -165,12 +165,12 @@ def check_public_api(est: MetaRegressor, test, n_tasks: int) -> tuple[dict, int]
     (ValueError) exactly where the vectorised adaptation gives non-finite parameters.
     """
     xs, ys, xq, yq = test
-    learner = Learner(est.module_, dict(est.module_.named_buffers()), F.mse_loss, est.inner_optimizer_)
-    params = dict(est.module_.named_parameters())
+    learner = Learner(est.module_.network, dict(est.module_.network.named_buffers()), F.mse_loss, est.inner_optimizer_)
+    params = est.module_.meta_params()
     est = copy.deepcopy(est)
     worst, mismatched = {1: 0.0, MAX_STEPS: 0.0}, 0
     for steps in (1, MAX_STEPS):
-        adapted = adapt_tasks(learner, params, est.inner_meta_params_, xs[:n_tasks], ys[:n_tasks], steps)
+        adapted = adapt_tasks(learner, params, est.module_.inner_meta(), xs[:n_tasks], ys[:n_tasks], steps)
         finite = torch.stack([torch.isfinite(v).flatten(1).all(dim=1) for v in adapted.values()]).all(dim=0)
         vectorised = predict_tasks(learner, adapted, xq[:n_tasks]).numpy()
         est.set_params(adapt_steps=steps)

@@ -54,7 +54,7 @@ from torch.func import functional_call, grad, vmap
 from sklearn_meta import MetaRegressor
 from sklearn_meta._engine import Learner, meta_gradient
 from sklearn_meta.datasets import make_sinusoid_tasks
-from sklearn_meta.optim import SGD
+from sklearn_meta.optim import sgd
 
 INNER_LR = 0.01
 META_LR = 1e-3
@@ -336,7 +336,7 @@ def check_gradients(status, tensors) -> list[list]:
     for n_steps in (1, 5):
         for first_order in (False, True):
             net = make_net(1)
-            learner = Learner(net, {}, F.mse_loss, SGD(lr=INNER_LR))
+            learner = Learner(net, {}, F.mse_loss, sgd(INNER_LR))
             params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
             loss, ref_grads, _ = meta_gradient(learner, params, {}, batch, n_steps, first_order)
             ref = list(ref_grads.values())
@@ -374,14 +374,14 @@ def check_trajectory(data, n_iter: int = 30) -> dict:
         est = MetaRegressor(max_iter=n_iter, callbacks=[recorder], **kwargs).fit(X, y, groups=groups)
         net = make_net()
         with torch.no_grad():
-            for p, q in zip(net.parameters(), init.module_.parameters()):
+            for p, q in zip(net.parameters(), init.module_.network.parameters()):
                 p.copy_(q)
         bare = BareTorchFunc(n_steps, first_order, 25, None, net)
         losses = [bare.step(b).item() for b in recorder.batches]
         loss_diff = max(abs(a - b) for a, b in zip(losses, est.loss_curve_))
         with torch.no_grad():
             param_diff = max(
-                float((p - q).abs().max()) for p, q in zip(net.parameters(), est.module_.parameters())
+                float((p - q).abs().max()) for p, q in zip(net.parameters(), est.module_.network.parameters())
             )
         out[f"{n_steps} step(s), {'first' if first_order else 'second'} order"] = {
             "updates": len(losses),
@@ -463,7 +463,7 @@ def serving(args, data):
     est = MetaRegressor(max_iter=args.serve_fit_iter, random_state=0).fit(X, y, groups=groups)
     Xn, yn, _ = make_sinusoid_tasks(n_tasks=1, n_samples_per_task=110, random_state=7)
     xs, ys = Xn[:10], yn[:10]
-    net = est.module_
+    net = est.module_.network
     params = {k: p.detach() for k, p in net.named_parameters()}
 
     def bare_loss(p, x, y_):

@@ -7,18 +7,24 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._base import BaseMetaEstimator, _as_float_tensor, _describe, _diverged
-from ._tasks import EpisodeSampler, GroupedRows
+from ._adaptation import as_float_tensor, diverged
+from ._base import BaseMetaEstimator, _arguments
+from ._docstrings import fill_parameters
+from ._samplers import class_pool, episode_sampler, grouped_sampler
+from ._splitting import describe
+from ._tasks import EpisodeSampler
 from .exceptions import NotAdaptedError
 
 _EPISODIC_N_QUERY = 15
 
 
+@fill_parameters
 class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
     """Meta-learned classifier that adapts to a new task from a few labelled rows.
 
@@ -36,71 +42,44 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
 
     Parameters
     ----------
-    hidden_layer_sizes : array-like of int, default=(40, 40)
-        Widths of the hidden layers of the built-in MLP.
-    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
-        Activation of the hidden layers.
-    module : callable, default=None
-        A ``torch.nn.Module`` class or factory to use instead of the MLP,
-        called with ``module_kwargs``; it also receives ``n_features_in``
-        and ``n_outputs`` when its signature names them.
-    module_kwargs : dict, default=None
-        Keyword arguments for ``module``.
+    {hidden_layer_sizes}
+    {activation}
+    {module}
+    {module_kwargs}
     n_way : int, default=None
         Classes per episode; ``None`` for grouped tasks.
     k_shot : int, default=1
         Support rows per class in an episode.
     n_score_episodes : int, default=100
         Episodes drawn by :meth:`score` in episodic mode.
-    inner_optimizer : {"sgd", "adam", "meta-sgd"} or object, default="sgd"
-        The inner-loop optimizer, or an object following
-        :class:`sklearn_meta.optim.InnerOptimizer`.
-    inner_lr : float, default=0.01
-        Inner learning rate (Meta-SGD: the initial value of the learned rates).
-    inner_steps : int, default=1
-        Inner steps per task during meta-training.
-    adapt_steps : int, default=None
-        Inner steps taken by :meth:`partial_adapt` and :meth:`score`;
-        ``None`` means ``inner_steps``.
-    first_order : bool, default=False
-        Drop the second-order terms of the meta-gradient.
-    meta_optimizer : {"adam", "adamw", "sgd", "rmsprop"} or class, default="adam"
-        Outer optimizer.
-    meta_lr : float, default=1e-3
-        Outer learning rate.
-    meta_batch_size : int, default=25
-        Tasks per outer update.
+    {inner_optimizer}
+    {inner_lr}
+    {inner_steps}
+    {adapt_steps}
+    {first_order}
+    {meta_optimizer}
+    {meta_lr}
+    {meta_batch_size}
     n_support : int or float, default=10
-        Grouped tasks: support rows per task (a float is a fraction).
+        Grouped tasks: support rows per task, in meta-training and in
+        :meth:`score`. A float is a fraction of the smallest task's rows
+        (every task of a collection adapts on the same number of rows).
+        Episodes: not used (``n_way * k_shot``).
     n_query : int, default=None
         Grouped tasks: query rows per task, ``None`` for as many as the
         smallest task leaves. Episodes: query rows per class, ``None`` for 15.
-    max_iter : int, default=1000
-        Number of outer updates.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the tasks (episodes: of the
-        classes) and stop when their few-shot loss stops improving.
-    validation_fraction : float, default=0.1
-        Fraction held out for early stopping.
-    n_iter_no_change : int, default=10
-        Patience of early stopping, in outer updates.
-    tol : float, default=1e-4
-        Smallest improvement of the validation loss that counts.
-    max_grad_norm : float, default=None
-        Clip the meta-gradient to this norm.
-    compile : bool or "auto", default="auto"
-        Compile the meta-loss with :func:`torch.compile`: about a minute of
-        compilation, then 2.5-3.6x faster second-order updates on CPU.
-        ``"auto"`` compiles when ``max_iter >= 10000``; falls back to eager
-        execution with a warning if compilation fails.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initialisation, task sampling and scoring episodes.
-    device : str, default="cpu"
-        ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``.
-    verbose : int, default=0
-        0 is silent; 1 prints a progress table about 20 times; 2 every update.
-    callbacks : list of skorch callbacks, default=None
-        Called at each outer update as skorch calls them at each epoch.
+    {max_iter}
+    {early_stopping}
+    {validation_fraction}
+    {n_iter_no_change}
+    {tol}
+    {max_grad_norm}
+    {compile}
+    {warm_start}
+    {random_state}
+    {device}
+    {verbose}
+    {callbacks}
 
     Attributes
     ----------
@@ -108,11 +87,11 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         Grouped tasks: all labels seen in ``fit``. Episodes: the labels of
         the task adapted to, set by the first :meth:`partial_adapt`.
     module_ : torch.nn.Module
-        The network holding the meta-learned initialisation.
+        The meta-learned state: ``module_.network`` is the network holding
+        the meta-learned initialisation, ``module_.inner_meta()`` the inner
+        optimizer's meta-parameters.
     inner_optimizer_ : object
         The inner optimizer used.
-    inner_meta_params_ : dict of str to Tensor
-        Meta-learned parameters of the inner optimizer.
     adapted_params_ : dict of str to Tensor or None
         Parameters after :meth:`partial_adapt`.
     inner_state_ : object
@@ -153,6 +132,8 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
     array([7, 8, 9])
     """
 
+    _criterion = torch.nn.CrossEntropyLoss
+
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,
         "n_way": [Interval(Integral, 2, None, closed="left"), None],
@@ -187,41 +168,13 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         tol=1e-4,
         max_grad_norm=None,
         compile="auto",
+        warm_start=False,
         random_state=None,
         device="cpu",
         verbose=0,
         callbacks=None,
     ):
-        super().__init__(
-            hidden_layer_sizes,
-            activation,
-            module=module,
-            module_kwargs=module_kwargs,
-            inner_optimizer=inner_optimizer,
-            inner_lr=inner_lr,
-            inner_steps=inner_steps,
-            adapt_steps=adapt_steps,
-            first_order=first_order,
-            meta_optimizer=meta_optimizer,
-            meta_lr=meta_lr,
-            meta_batch_size=meta_batch_size,
-            n_support=n_support,
-            n_query=n_query,
-            max_iter=max_iter,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change,
-            tol=tol,
-            max_grad_norm=max_grad_norm,
-            compile=compile,
-            random_state=random_state,
-            device=device,
-            verbose=verbose,
-            callbacks=callbacks,
-        )
-        self.n_way = n_way
-        self.k_shot = k_shot
-        self.n_score_episodes = n_score_episodes
+        super().__init__(**_arguments(locals()))
 
     @property
     def _episodic(self) -> bool:
@@ -230,27 +183,26 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
     def _episode_n_query(self) -> int:
         return _EPISODIC_N_QUERY if self.n_query is None else self.n_query
 
-    # ------------------------------------------------------------------
-    # Targets
+    # Targets ----------------------------------------------------------------
 
     def _validate_targets(self, X, y, reset):
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32))
         check_classification_targets(y)
         if reset:
             labels, codes = np.unique(y, return_inverse=True)
-            if not self._episodic:
-                self.classes_ = labels
-            return X, codes
-        if self._episodic and not hasattr(self, "classes_"):
-            labels = np.unique(y)
-            if len(labels) > self.n_way:
+            return X, codes, ({} if self._episodic else {"classes_": labels})
+        attributes = {}
+        classes = getattr(self, "classes_", None)
+        if self._episodic and classes is None:  # the first adaptation to a task names its classes
+            classes = np.unique(y)
+            if len(classes) > self.n_way:
                 raise ValueError(
-                    f"This model adapts to {self.n_way}-way tasks but y has {len(labels)} classes "
-                    f"({_describe(labels)})."
+                    f"This model adapts to {self.n_way}-way tasks but y has {len(classes)} classes "
+                    f"({describe(classes)})."
                 )
-            self.classes_ = labels
-        codes = np.searchsorted(self.classes_, y)
-        unknown = (codes >= len(self.classes_)) | (self.classes_[np.minimum(codes, len(self.classes_) - 1)] != y)
+            attributes["classes_"] = classes
+        codes = np.searchsorted(classes, y)
+        unknown = (codes >= len(classes)) | (classes[np.minimum(codes, len(classes) - 1)] != y)
         if unknown.any():
             hint = (
                 " Call reset_adaptation() to start a new task."
@@ -258,12 +210,12 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
                 else " A grouped MetaClassifier knows only the classes seen in fit."
             )
             raise ValueError(
-                f"y has labels outside classes_ {self.classes_.tolist()}: {_describe(np.unique(y[unknown]))}.{hint}"
+                f"y has labels outside classes_ {classes.tolist()}: {describe(np.unique(y[unknown]))}.{hint}"
             )
-        return X, codes
+        return X, codes, attributes
 
-    def _n_outputs(self, y_encoded):
-        return self.n_way if self._episodic else len(self.classes_)
+    def _n_outputs(self, y_encoded, target_attributes):
+        return self.n_way if self._episodic else len(target_attributes.get("classes_", getattr(self, "classes_", [])))
 
     def _target_tensor(self, y_encoded, device):
         return torch.as_tensor(np.asarray(y_encoded, dtype=np.int64), device=device)
@@ -272,51 +224,20 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
     def _loss(output, target):
         return torch.nn.functional.cross_entropy(output, target)
 
-    def _batch_score(self, output, target):
-        return (output.argmax(dim=-1) == target).float().mean()
+    def _score_outputs(self, outputs, y_encoded, codes, sample_weight=None):
+        return float(accuracy_score(y_encoded, outputs.argmax(axis=-1), sample_weight=sample_weight))
 
     def _reset_adaptation_state(self):
         super()._reset_adaptation_state()
         if self._episodic:
             self.__dict__.pop("classes_", None)
 
-    # ------------------------------------------------------------------
-    # Episodes
+    # Episodes -----------------------------------------------------------------
 
-    def _make_sampler(self, X_t, y_t, y_encoded, groups, generator, device):
+    def _make_sampler(self, X_t, y_t, y_encoded, groups, generator):
         if not self._episodic:
-            return super()._make_sampler(X_t, y_t, y_encoded, groups, generator, device)
-        classes, pool = self._class_pool(y_encoded, device, "fit()")
-        n_query = self._episode_n_query()
-        validation_batch = None
-        if self.early_stopping:
-            n_valid = max(self.n_way, round(self.validation_fraction * len(pool)))
-            if len(pool) - n_valid < self.n_way:
-                raise ValueError(
-                    f"early_stopping holds out at least n_way={self.n_way} classes for validation and "
-                    f"needs n_way more for training; y has {len(pool)} classes."
-                )
-            pool = pool[torch.randperm(len(pool), generator=generator, device=device)]
-            valid = EpisodeSampler(X_t, classes, pool[:n_valid], self.n_way, self.k_shot, n_query)
-            validation_batch = valid.sample(max(self.meta_batch_size, 32), generator)
-            pool = pool[n_valid:]
-        self.n_support_, self.n_query_ = self.n_way * self.k_shot, self.n_way * n_query
-        return EpisodeSampler(X_t, classes, pool, self.n_way, self.k_shot, n_query), validation_batch
-
-    def _class_pool(self, codes, device, where):
-        classes = GroupedRows(codes, device)
-        need = self.k_shot + self._episode_n_query()
-        small = np.flatnonzero(classes.sizes < need)
-        if len(small):
-            raise ValueError(
-                f"{where}: every class needs k_shot + n_query = {need} rows for episodes; "
-                f"{len(small)} class(es) have fewer. Lower k_shot or n_query."
-            )
-        if classes.n_groups < self.n_way:
-            raise ValueError(
-                f"{where}: {self.n_way}-way episodes need at least {self.n_way} classes; y has {classes.n_groups}."
-            )
-        return classes, torch.arange(classes.n_groups, device=device)
+            return grouped_sampler(self, X_t, y_t, groups, generator)
+        return episode_sampler(self, X_t, y_encoded, self._episode_n_query(), generator)
 
     def _episodic_score(self, X, y):
         check_is_fitted(self)
@@ -324,20 +245,22 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         check_classification_targets(y)
         device = self._runtime_device()
         _, codes = np.unique(y, return_inverse=True)
-        classes, pool = self._class_pool(codes, device, "score()")
+        classes, pool = class_pool(codes, self.n_way, self.k_shot, self._episode_n_query(), device, "score()")
         generator = torch.Generator(device=device)
         generator.manual_seed(int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
         sampler = EpisodeSampler(
-            _as_float_tensor(X, device), classes, pool, self.n_way, self.k_shot, self._episode_n_query()
+            as_float_tensor(X, device), classes, pool, self.n_way, self.k_shot, self._episode_n_query()
         )
         batch = sampler.sample(self.n_score_episodes, generator)
         logits = self._adapt_and_predict(batch.x_support, batch.y_support, batch.x_query)
         if not torch.isfinite(logits).all():
-            raise _diverged("the scoring episodes", self._adapt_steps())
-        return float((logits.argmax(-1) == batch.y_query).float().mean())
+            raise diverged("the scoring episodes", self._adapt_steps())
+        n_rows = batch.y_query.numel()
+        return self._score_outputs(
+            logits.reshape(n_rows, -1).cpu().numpy(), batch.y_query.reshape(-1).cpu().numpy(), None
+        )
 
-    # ------------------------------------------------------------------
-    # Prediction
+    # Prediction ---------------------------------------------------------------
 
     def _logits(self, X):
         logits = self._forward(X)
@@ -385,7 +308,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         are predicted; the score is the accuracy over all those rows.
         Episodic mode: ``n_score_episodes`` seeded episodes are drawn from the
         classes in ``X`` (``groups`` is not used). Otherwise: the accuracy of
-        the current model.
+        the current model. Early stopping's ``valid_score`` is the same metric.
 
         Parameters
         ----------
@@ -407,8 +330,4 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
             return self._episodic_score(X, y)
         if groups is None:
             return super().score(X, y, sample_weight=sample_weight)
-        outputs, is_query, _, y_encoded = self._few_shot_outputs(X, y, groups)
-        mask = is_query.cpu().numpy()
-        correct = outputs.argmax(dim=1).cpu().numpy() == y_encoded
-        weight = _check_sample_weight(sample_weight, y_encoded)
-        return float(np.average(correct[mask], weights=weight[mask]))
+        return self._few_shot_score(X, y, groups, sample_weight)

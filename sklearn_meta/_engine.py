@@ -3,31 +3,35 @@
 Everything here is a function of tensors and dicts of tensors. The network is
 used only as a stateless template through :func:`torch.func.functional_call`;
 tasks of a meta-batch are processed together with :func:`torch.func.vmap`.
-Nothing here knows about scikit-learn.
+One inner loop, :func:`adapt`, serves meta-training (differentiable,
+vectorised), batch evaluation (vectorised, no graph) and serving one task
+(plain autograd, no graph). Nothing here knows about scikit-learn.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .optim import InnerOptimizer, Params
+from .optim import Params, adapted_names, apply_updates
 
 __all__ = [
     "Learner",
     "TaskBatch",
     "adapt",
-    "adapt_task",
     "adapt_tasks",
     "compiled_meta_loss",
     "meta_gradient",
+    "meta_loss",
     "predict_tasks",
 ]
 
@@ -69,7 +73,7 @@ class Learner:
     loss : callable
         ``loss(output, target) -> scalar tensor``.
     optimizer : InnerOptimizer
-        The inner-loop optimizer.
+        The inner-loop optimizer (a gradient transformation).
     shared : bool, default=False
         The module may be used by several threads at once (a fitted
         estimator's): each functional call then holds the module's lock.
@@ -78,8 +82,23 @@ class Learner:
     module: nn.Module
     buffers: dict[str, Tensor]
     loss: Callable[[Tensor, Tensor], Tensor]
-    optimizer: InnerOptimizer
+    optimizer: Any
     shared: bool = False
+    #: Names of the parameters the inner loop adapts (the optimizer's mask).
+    adapted: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        # Computed once here, not lazily: a lazy property is a graph break under torch.compile.
+        names = adapted_names(self.optimizer, (name for name, _ in self.module.named_parameters()))
+        object.__setattr__(self, "adapted", names)
+
+    def select(self, params: Params) -> Params:
+        """The adapted entries of ``params``."""
+        return {name: params[name] for name in self.adapted}
+
+    def init_state(self, params: Params) -> Any:
+        """The inner optimizer's state for a fresh adaptation of ``params``."""
+        return self.optimizer.init(self.select(params))
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
         if not self.shared:  # a module private to one caller (meta-training) needs no lock
@@ -91,41 +110,66 @@ class Learner:
         return self.loss(self.forward(params, x), y)
 
 
+def _functional_gradient(learner: Learner, params: Params, x: Tensor, y: Tensor) -> Params:
+    # torch.func.grad: differentiable and vmappable. Only the adapted parameters are
+    # inputs, so no gradient is computed for a frozen body.
+    adapted = learner.select(params)
+
+    def loss(adapted):
+        return learner.task_loss({**params, **adapted}, x, y)
+
+    return grad(loss)(adapted)
+
+
+def _autograd_gradient(learner: Learner, params: Params, x: Tensor, y: Tensor) -> Params:
+    # Plain autograd on detached leaves: a third of torch.func.grad's cost per step
+    # on small networks, for one task outside vmap, building no graph.
+    leaves = {name: p.detach().requires_grad_() for name, p in learner.select(params).items()}
+    with torch.enable_grad():
+        loss = learner.task_loss({**params, **leaves}, x, y)
+        grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
+    return dict(zip(leaves, grads))
+
+
 def adapt(
     learner: Learner,
     params: Params,
-    meta: Params,
+    meta: Any,
     state: Any,
     x: Tensor,
     y: Tensor,
     n_steps: int,
+    *,
     first_order: bool = False,
+    serving: bool = False,
 ) -> tuple[Params, Any]:
-    """Take ``n_steps`` inner-optimizer steps on one task's rows.
+    """Take ``n_steps`` inner-optimizer steps on one task's rows: the one inner loop.
 
-    Differentiable with respect to ``params`` and ``meta`` unless
-    ``first_order``, which stops gradients through the inner gradients
-    (first-order MAML); run it under :func:`torch.no_grad` to build no graph.
+    The gradient of the task loss with respect to the adapted parameters is
+    turned into updates by the inner optimizer and added with
+    :func:`~sklearn_meta.optim.apply_updates`.
+
+    - Default: differentiable with respect to ``params`` and ``meta`` (the
+      meta-gradient flows through every step) and vectorisable with ``vmap``;
+      ``first_order`` stops gradients through the inner gradients
+      (first-order MAML). Under :func:`torch.no_grad` it builds no graph.
+    - ``serving=True``: one task, outside ``vmap``, no graph (``partial_adapt``).
     """
-    support_grad = grad(learner.task_loss)
-    for _ in range(n_steps):
-        grads = support_grad(params, x, y)
-        if first_order:
-            grads = {name: g.detach() for name, g in grads.items()}
-        params, state = learner.optimizer.update(grads, state, params, meta)
+    gradient = _autograd_gradient if serving else _functional_gradient
+    with torch.no_grad() if serving else contextlib.nullcontext():
+        for _ in range(n_steps):
+            grads = gradient(learner, params, x, y)
+            if first_order:
+                grads = {name: g.detach() for name, g in grads.items()}
+            updates, state = learner.optimizer.update(grads, state, learner.select(params), meta)
+            params = apply_updates(params, updates)
     return params, state
-
-
-def _query_loss(learner, meta_params, meta, n_steps, first_order, xs, ys, xq, yq):
-    state = learner.optimizer.init(meta_params)
-    params, _ = adapt(learner, meta_params, meta, state, xs, ys, n_steps, first_order)
-    return learner.task_loss(params, xq, yq)
 
 
 def meta_loss(
     learner: Learner,
     meta_params: Params,
-    meta: Params,
+    meta: Any,
     batch: TaskBatch,
     n_steps: int,
     first_order: bool = False,
@@ -133,7 +177,9 @@ def meta_loss(
     """Mean query loss after adaptation over the tasks of ``batch`` (vectorised)."""
 
     def one_task(xs, ys, xq, yq):
-        return _query_loss(learner, meta_params, meta, n_steps, first_order, xs, ys, xq, yq)
+        state = learner.init_state(meta_params)
+        params, _ = adapt(learner, meta_params, meta, state, xs, ys, n_steps, first_order=first_order)
+        return learner.task_loss(params, xq, yq)
 
     return vmap(one_task)(*batch).mean()
 
@@ -155,16 +201,16 @@ def compiled_meta_loss(learner: Learner, n_steps: int, first_order: bool) -> Cal
 def meta_gradient(
     learner: Learner,
     meta_params: Params,
-    meta: Params,
+    meta: Any,
     batch: TaskBatch,
     n_steps: int,
     first_order: bool = False,
     loss_fn: Callable | None = None,
-) -> tuple[Tensor, Params, Params]:
+) -> tuple[Tensor, Params, Any]:
     """The meta-loss and its gradient with respect to the meta-parameters.
 
     This is the one place the meta-gradient is computed; it returns plain
-    dicts of tensors so that a distributed trainer can all-reduce them.
+    trees of tensors so that a distributed trainer can all-reduce them.
 
     ``loss_fn``, when given, replaces :func:`meta_loss` (a compiled copy).
 
@@ -174,44 +220,23 @@ def meta_gradient(
         Detached scalar meta-loss.
     param_grads : dict of str to Tensor
         Gradient for the network initialisation.
-    meta_grads : dict of str to Tensor
-        Gradient for the inner optimizer's meta-parameters.
+    meta_grads : tree of Tensor
+        Gradient for the inner optimizer's meta-parameters, shaped like ``meta``.
     """
     if loss_fn is None:
         loss = meta_loss(learner, meta_params, meta, batch, n_steps, first_order)
     else:
         loss = loss_fn(meta_params, meta, batch)
-    tensors = list(meta_params.values()) + list(meta.values())
+    meta_leaves, meta_spec = tree_flatten(meta)
+    tensors = list(meta_params.values()) + meta_leaves
     # A parameter the network does not use gets a zero gradient, not an error.
     grads = torch.autograd.grad(loss, tensors, allow_unused=True, materialize_grads=True)
     n = len(meta_params)
-    return (
-        loss.detach(),
-        dict(zip(meta_params, grads[:n])),
-        dict(zip(meta, grads[n:])),
-    )
+    return loss.detach(), dict(zip(meta_params, grads[:n])), tree_unflatten(list(grads[n:]), meta_spec)
 
 
 @torch.no_grad()
-def adapt_task(
-    learner: Learner, params: Params, meta: Params, state: Any, x: Tensor, y: Tensor, n_steps: int
-) -> tuple[Params, Any]:
-    """Adapt to one task without a graph: the serving path of ``partial_adapt``.
-
-    Same steps as :func:`adapt`, with plain autograd on detached leaves,
-    which costs a third of :func:`torch.func.grad` per step on small networks.
-    """
-    for _ in range(n_steps):
-        leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
-        with torch.enable_grad():
-            loss = learner.task_loss(leaves, x, y)
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
-        params, state = learner.optimizer.update(dict(zip(leaves, grads)), state, params, meta)
-    return params, state
-
-
-@torch.no_grad()
-def adapt_tasks(learner: Learner, meta_params: Params, meta: Params, x: Tensor, y: Tensor, n_steps: int) -> Params:
+def adapt_tasks(learner: Learner, meta_params: Params, meta: Any, x: Tensor, y: Tensor, n_steps: int) -> Params:
     """Adapt the meta-learned initialisation to many tasks at once, without a graph.
 
     ``x`` and ``y`` hold each task's support rows along their first
@@ -219,8 +244,7 @@ def adapt_tasks(learner: Learner, meta_params: Params, meta: Params, x: Tensor, 
     """
 
     def one_task(xs, ys):
-        state = learner.optimizer.init(meta_params)
-        return adapt(learner, meta_params, meta, state, xs, ys, n_steps)[0]
+        return adapt(learner, meta_params, meta, learner.init_state(meta_params), xs, ys, n_steps)[0]
 
     return vmap(one_task)(x, y)
 

@@ -6,8 +6,9 @@ import inspect
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-__all__ = ["ACTIVATIONS", "build_network"]
+__all__ = ["ACTIVATIONS", "build_network", "check_module_spec", "check_network"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -28,6 +29,107 @@ def make_mlp(n_features_in: int, n_outputs: int, hidden_layer_sizes, activation:
     return nn.Sequential(*layers)
 
 
+def check_module_spec(module) -> None:
+    """Check the ``module`` parameter of an estimator before anything is built.
+
+    ``module`` is called once per fit (and once per load) to build a fresh
+    network, initialised from the estimator's ``random_state``; so it must be
+    something that builds a module, never a module itself.
+
+    Parameters
+    ----------
+    module : type, callable or None
+        A :class:`torch.nn.Module` subclass, a factory returning a new
+        :class:`torch.nn.Module`, or ``None`` (the built-in MLP).
+
+    Raises
+    ------
+    TypeError
+        If ``module`` is a :class:`torch.nn.Module` instance (which is callable,
+        but calling it runs its forward pass), or is neither ``None`` nor
+        callable.
+    """
+    if module is None:
+        return
+    if isinstance(module, nn.Module):
+        name = type(module).__name__
+        raise TypeError(
+            f"module must be a torch.nn.Module class or a factory that builds one, not an instance "
+            f"(got a {name} instance). Pass the class, module={name} (that is, type(m)), and its "
+            f"constructor arguments in module_kwargs."
+        )
+    if not callable(module):
+        raise TypeError(
+            f"module must be a torch.nn.Module class or a factory that builds one, got {type(module).__name__}."
+        )
+
+
+def _describe_layer(name: str, layer: nn.Module) -> str:
+    where = "the module itself" if name == "" else repr(name)
+    return f"{where} ({type(layer).__name__})"
+
+
+def check_network(net: nn.Module) -> None:
+    """Refuse a network whose layers cannot be used as a stateless per-task function.
+
+    The network is only ever called through :func:`torch.func.functional_call`,
+    vmapped over tasks and differentiated with :func:`torch.func.grad`, in
+    training mode, on each task's support rows, its query rows and the rows
+    given to ``predict`` separately. Two kinds of normalisation layer do not
+    fit this:
+
+    - Batch normalisation (``BatchNorm1d/2d/3d``, their lazy variants,
+      ``SyncBatchNorm``), with or without running statistics. Updating
+      running statistics is an in-place change of a buffer, which
+      :func:`torch.func.grad` forbids. Without them
+      (``track_running_stats=False``, or after
+      :func:`torch.func.replace_all_batch_norm_modules_`, as in MAML's
+      reference code) meta-training runs, but every row is normalised with the
+      statistics of the rows it is called with: a row's prediction depends on
+      the other rows of the same ``predict`` call, and one support row
+      (``n_support=1``, ``partial_adapt`` on one row) or one predicted row
+      fails.
+    - Any other normalisation layer that tracks running statistics
+      (``InstanceNorm*d`` with ``track_running_stats=True``).
+
+    :class:`torch.nn.LayerNorm` and :class:`torch.nn.GroupNorm` normalise each
+    row on its own and behave the same in meta-training, adaptation and
+    prediction; use them instead.
+
+    Parameters
+    ----------
+    net : torch.nn.Module
+        The built network.
+
+    Raises
+    ------
+    ValueError
+        Naming every offending layer (its qualified name in
+        ``net.named_modules()`` and its class) and the replacement.
+    """
+    batch_norms = [_describe_layer(n, m) for n, m in net.named_modules() if isinstance(m, _BatchNorm)]
+    if batch_norms:
+        raise ValueError(
+            f"module contains batch normalisation: {', '.join(batch_norms)}. It is not supported: the "
+            "network is called as a pure function on each task's support rows, query rows and predicted rows "
+            "separately, so running statistics cannot be updated, and batch statistics would make a row's "
+            "prediction depend on the other rows predicted with it (and fail on a single row). Use "
+            "torch.nn.LayerNorm or torch.nn.GroupNorm instead, which normalise each row on its own and "
+            "behave the same in meta-training, adaptation and prediction."
+        )
+    tracking = [
+        _describe_layer(n, m)
+        for n, m in net.named_modules()
+        if isinstance(m, _NormBase) and getattr(m, "track_running_stats", False)
+    ]
+    if tracking:
+        raise ValueError(
+            f"module contains normalisation with running statistics: {', '.join(tracking)}. The network is "
+            "called as a pure function inside torch.func transforms, which cannot update running statistics. "
+            "Set track_running_stats=False, or use torch.nn.LayerNorm or torch.nn.GroupNorm."
+        )
+
+
 def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
     """Build the network described by ``spec``, initialised from ``seed``.
 
@@ -36,7 +138,34 @@ def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
     ``module`` and ``module_kwargs``. A user module class receives
     ``n_features_in`` and ``n_outputs`` as keyword arguments when its
     signature names them and ``module_kwargs`` does not.
+
+    Parameters
+    ----------
+    spec : dict
+        The network's description (see above).
+    seed : int
+        Seed of the parameters' initialisation; the global random state is
+        left as it was.
+    device : torch.device
+        Where the network's parameters live (always ``float32``).
+
+    Returns
+    -------
+    net : torch.nn.Module
+        A new network, in training mode.
+
+    Raises
+    ------
+    TypeError
+        If ``module`` is a module instance rather than a class or factory
+        (see :func:`check_module_spec`), or does not build a
+        :class:`torch.nn.Module`.
+    ValueError
+        If the network contains batch normalisation, or a normalisation layer
+        with running statistics (see :func:`check_network`): use
+        :class:`torch.nn.LayerNorm` or :class:`torch.nn.GroupNorm`.
     """
+    check_module_spec(spec.get("module"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if spec.get("module") is None:
@@ -54,4 +183,5 @@ def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
             net = factory(**kwargs)
             if not isinstance(net, nn.Module):
                 raise TypeError(f"module must build a torch.nn.Module, got {type(net).__name__}.")
+    check_network(net)
     return net.to(device=device, dtype=torch.float32)

@@ -1,4 +1,4 @@
-"""Converting fitted torch state to numpy and back, for pickling and skops.
+"""Saving fitted estimators: plain numpy state, rebuilt into torch on load.
 
 A saved estimator holds only numpy arrays and plain Python values, so a file
 written on a GPU machine loads on one without, and ``skops.io`` finds no
@@ -10,11 +10,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from skorch.history import History
+from torch.utils._pytree import tree_map
 
 from ._version import __version__
+from ._warnings import warn
 
 __all__ = [
     "STATE_FORMAT",
+    "PersistenceMixin",
     "check_saved_with",
     "history_from_state",
     "history_to_state",
@@ -25,7 +28,11 @@ __all__ = [
 
 # Version of the layout of a saved estimator's state. Raise it when the layout
 # changes, and teach ``check_saved_with`` (or ``__setstate__``) to read the old one.
-STATE_FORMAT = 1
+# 2: module_ is the MetaModel (network and inner meta-parameters); transforms in optim.
+STATE_FORMAT = 2
+
+# Fitted attributes that hold trees of tensors.
+_TENSOR_ATTRIBUTES = ("adapted_params_", "inner_state_")
 
 
 def saved_with() -> dict:
@@ -40,34 +47,23 @@ def check_saved_with(record: dict | None) -> None:
             "This file holds a fitted sklearn-meta estimator without a version record; it was not "
             "written by sklearn-meta's own saving code and cannot be loaded safely."
         )
-    if record.get("format", 0) > STATE_FORMAT:
+    if record.get("format", 0) != STATE_FORMAT:
+        newer = record.get("format", 0) > STATE_FORMAT
         raise ValueError(
             f"This model was saved by sklearn-meta {record.get('sklearn_meta')} (state format "
-            f"{record.get('format')}); sklearn-meta {__version__} reads formats up to {STATE_FORMAT}. "
-            "Upgrade sklearn-meta to load it."
+            f"{record.get('format')}); sklearn-meta {__version__} reads format {STATE_FORMAT}. "
+            + ("Upgrade sklearn-meta to load it." if newer else "Refit it with this version.")
         )
 
 
 def to_numpy_tree(tree):
-    """Replace every tensor in nested dicts, lists and tuples by a numpy array."""
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().cpu().numpy().copy()
-    if isinstance(tree, dict):
-        return {k: to_numpy_tree(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(to_numpy_tree(v) for v in tree)
-    return tree
+    """Replace every tensor in a tree (dicts, lists, tuples, named tuples) by a numpy array."""
+    return tree_map(lambda x: x.detach().cpu().numpy().copy() if isinstance(x, torch.Tensor) else x, tree)
 
 
 def to_torch_tree(tree, device):
     """Inverse of :func:`to_numpy_tree`: numpy arrays become tensors on ``device``."""
-    if isinstance(tree, np.ndarray):
-        return torch.as_tensor(np.array(tree), device=device)
-    if isinstance(tree, dict):
-        return {k: to_torch_tree(v, device) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(to_torch_tree(v, device) for v in tree)
-    return tree
+    return tree_map(lambda x: torch.as_tensor(np.array(x), device=device) if isinstance(x, np.ndarray) else x, tree)
 
 
 def _plain(value):
@@ -88,3 +84,53 @@ def history_to_state(history: History) -> list:
 def history_from_state(state: list) -> History:
     """Rebuild a skorch History from :func:`history_to_state`'s output."""
     return History([dict(epoch) for epoch in state])
+
+
+class PersistenceMixin:
+    """``__getstate__`` / ``__setstate__`` for the meta-estimators.
+
+    The estimator provides ``_build_model(device)``, which returns an
+    untrained ``module_`` of the fitted architecture to load the saved
+    ``state_dict`` into.
+    """
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        if "module_" in state:
+            state["module_"] = None
+            state["_module_state"] = to_numpy_tree(dict(self.module_.state_dict()))
+            state["_saved_with"] = saved_with()
+        for key in _TENSOR_ATTRIBUTES:
+            if key in state:
+                state[key] = to_numpy_tree(state[key])
+        if "history_" in state:
+            state["history_"] = history_to_state(state["history_"])
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        module_state = state.pop("_module_state", None)
+        record = state.pop("_saved_with", None)
+        if module_state is None:
+            self.__dict__.update(state)
+            return
+        check_saved_with(record)
+        self.__dict__.update(state)
+        self.saved_with_ = record
+        device = self._load_device()
+        self.module_ = self._build_model(device)
+        self.module_.load_state_dict(to_torch_tree(module_state, device))
+        self.module_.requires_grad_(False)
+        for key in _TENSOR_ATTRIBUTES:
+            setattr(self, key, to_torch_tree(getattr(self, key), device))
+        self.history_ = history_from_state(self.history_)
+
+    def _load_device(self) -> torch.device:
+        device = torch.device(self.device_)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            warn(
+                f"This model was fitted on {self.device_}, which is not available here; it is loaded on the CPU.",
+                UserWarning,
+            )
+            return torch.device("cpu")
+        return device

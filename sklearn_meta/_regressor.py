@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import RegressorMixin
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.metrics import r2_score
+from sklearn.utils.validation import validate_data
 
-from ._base import BaseMetaEstimator
+from ._base import BaseMetaEstimator, _arguments
+from ._docstrings import fill_parameters
+from ._samplers import grouped_sampler
 
 
+@fill_parameters
 class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     """Meta-learned regressor that adapts to a new task from a few rows.
 
@@ -21,78 +25,46 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
 
     Parameters
     ----------
-    hidden_layer_sizes : array-like of int, default=(40, 40)
-        Widths of the hidden layers of the built-in MLP.
-    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
-        Activation of the hidden layers.
-    module : callable, default=None
-        A ``torch.nn.Module`` class or factory to use instead of the MLP,
-        called with ``module_kwargs``; it also receives ``n_features_in``
-        and ``n_outputs`` when its signature names them.
-    module_kwargs : dict, default=None
-        Keyword arguments for ``module``.
-    inner_optimizer : {"sgd", "adam", "meta-sgd"} or object, default="sgd"
-        The inner-loop optimizer, or an object following
-        :class:`sklearn_meta.optim.InnerOptimizer` (then ``inner_lr`` is not
-        used).
-    inner_lr : float, default=0.01
-        Inner learning rate (Meta-SGD: the initial value of the learned rates).
-    inner_steps : int, default=1
-        Inner steps per task during meta-training.
-    adapt_steps : int, default=None
-        Inner steps taken by :meth:`partial_adapt` and :meth:`score`;
-        ``None`` means ``inner_steps``.
-    first_order : bool, default=False
-        Drop the second-order terms of the meta-gradient (first-order MAML).
-    meta_optimizer : {"adam", "adamw", "sgd", "rmsprop"} or class, default="adam"
-        Outer optimizer: a name or a ``torch.optim.Optimizer`` class.
-    meta_lr : float, default=1e-3
-        Outer learning rate.
-    meta_batch_size : int, default=25
-        Tasks per outer update.
+    {hidden_layer_sizes}
+    {activation}
+    {module}
+    {module_kwargs}
+    {inner_optimizer}
+    {inner_lr}
+    {inner_steps}
+    {adapt_steps}
+    {first_order}
+    {meta_optimizer}
+    {meta_lr}
+    {meta_batch_size}
     n_support : int or float, default=10
-        Support rows per task (a float is a fraction of the task's rows).
+        Support rows per task: the rows a task adapts on, in meta-training
+        and in :meth:`score`. A float is a fraction of the smallest task's
+        rows (every task of a collection adapts on the same number of rows).
     n_query : int, default=None
         Query rows per training task; ``None`` uses as many as the smallest
         task leaves after its support rows.
-    max_iter : int, default=1000
-        Number of outer updates.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the tasks and stop when their
-        few-shot loss has not improved by ``tol`` for ``n_iter_no_change``
-        updates, keeping the best meta-parameters.
-    validation_fraction : float, default=0.1
-        Fraction of tasks held out for early stopping.
-    n_iter_no_change : int, default=10
-        Patience of early stopping, in outer updates.
-    tol : float, default=1e-4
-        Smallest improvement of the validation loss that counts.
-    max_grad_norm : float, default=None
-        Clip the meta-gradient to this norm.
-    compile : bool or "auto", default="auto"
-        Compile the meta-loss with :func:`torch.compile`: about a minute of
-        compilation, then 2.5-3.6x faster second-order updates on CPU.
-        ``"auto"`` compiles when ``max_iter >= 10000``; falls back to eager
-        execution with a warning if compilation fails.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the network initialisation and task sampling.
-    device : str, default="cpu"
-        ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``.
-    verbose : int, default=0
-        0 is silent; 1 prints a progress table about 20 times; 2 prints
-        every update.
-    callbacks : list of skorch callbacks, default=None
-        Called at each outer update as skorch calls them at each epoch.
+    {max_iter}
+    {early_stopping}
+    {validation_fraction}
+    {n_iter_no_change}
+    {tol}
+    {max_grad_norm}
+    {compile}
+    {warm_start}
+    {random_state}
+    {device}
+    {verbose}
+    {callbacks}
 
     Attributes
     ----------
     module_ : torch.nn.Module
-        The network holding the meta-learned initialisation.
+        The meta-learned state: ``module_.network`` is the network holding
+        the meta-learned initialisation, ``module_.inner_meta()`` the inner
+        optimizer's meta-parameters (Meta-SGD's learned rates).
     inner_optimizer_ : object
         The inner optimizer used.
-    inner_meta_params_ : dict of str to Tensor
-        Meta-learned parameters of the inner optimizer (Meta-SGD's learning
-        rates); empty for SGD and Adam.
     adapted_params_ : dict of str to Tensor or None
         Parameters after :meth:`partial_adapt`; ``None`` before.
     inner_state_ : object
@@ -130,6 +102,40 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     (10,)
     """
 
+    _criterion = torch.nn.MSELoss
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(40, 40),
+        activation="relu",
+        *,
+        module=None,
+        module_kwargs=None,
+        inner_optimizer="sgd",
+        inner_lr=0.01,
+        inner_steps=1,
+        adapt_steps=None,
+        first_order=False,
+        meta_optimizer="adam",
+        meta_lr=1e-3,
+        meta_batch_size=25,
+        n_support=10,
+        n_query=None,
+        max_iter=1000,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        max_grad_norm=None,
+        compile="auto",
+        warm_start=False,
+        random_state=None,
+        device="cpu",
+        verbose=0,
+        callbacks=None,
+    ):
+        super().__init__(**_arguments(locals()))
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
@@ -137,28 +143,35 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
 
     def _validate_targets(self, X, y, reset):
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32), y_numeric=True, multi_output=True)
-        if reset:
-            self._single_output = y.ndim == 1
+        attributes = {"_single_output": y.ndim == 1} if reset else {}
         y = y.reshape(len(y), -1).astype(np.float32, copy=False)
         if not reset and y.shape[1] != self.n_outputs_:
             raise ValueError(f"y has {y.shape[1]} outputs but the model was fitted with {self.n_outputs_}.")
-        return X, y
+        return X, y, attributes
 
-    def _n_outputs(self, y_encoded):
+    def _n_outputs(self, y_encoded, target_attributes):
         return y_encoded.shape[1]
 
     def _target_tensor(self, y_encoded, device):
-        return torch.tensor(y_encoded, device=device)
+        return torch.from_numpy(np.array(y_encoded, dtype=np.float32)).to(device)  # a copy: any strides
 
     @staticmethod
     def _loss(output, target):
         return torch.nn.functional.mse_loss(output, target)
 
-    def _batch_score(self, output, target):
-        # pooled R²: residuals over all query rows, totals around each task's own mean
-        ss_res = ((target - output) ** 2).sum()
-        ss_tot = ((target - target.mean(dim=1, keepdim=True)) ** 2).sum()
-        return 1 - ss_res / ss_tot
+    def _score_outputs(self, outputs, y_encoded, codes, sample_weight=None):
+        # Pooled few-shot R²: r2_score on targets centred on each task's own (weighted)
+        # mean, so SS_tot is taken around the task means; averaged over outputs.
+        weight = np.ones(len(codes)) if sample_weight is None else sample_weight
+        y_true = y_encoded.reshape(len(codes), -1).astype(np.float64)
+        task_weight = np.bincount(codes, weights=weight)
+        sums = np.stack([np.bincount(codes, weights=weight * col) for col in y_true.T], axis=1)
+        means = (sums / np.where(task_weight > 0, task_weight, 1)[:, None])[codes]
+        pred = outputs.reshape(len(codes), -1).astype(np.float64)
+        return float(r2_score(y_true - means, pred - means, sample_weight=sample_weight))
+
+    def _make_sampler(self, X_t, y_t, y_encoded, groups, generator):
+        return grouped_sampler(self, X_t, y_t, groups, generator)
 
     def predict(self, X):
         """Predict with the adapted model (the meta-learned one before any adaptation).
@@ -181,7 +194,8 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         initialisation, on a copy) on its first ``n_support`` rows and its
         other rows are predicted. The score is the pooled R²,
         ``1 - sum(SS_res) / sum(SS_tot)`` over all query rows, with
-        ``SS_tot`` taken around each task's own query mean.
+        ``SS_tot`` taken around each task's own query mean (averaged over
+        outputs). Early stopping's ``valid_score`` is the same metric.
 
         Parameters
         ----------
@@ -198,17 +212,4 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         """
         if groups is None:
             return super().score(X, y, sample_weight=sample_weight)
-        outputs, is_query, codes, y_true = self._few_shot_outputs(X, y, groups)
-        mask = is_query.cpu().numpy()
-        weight = _check_sample_weight(sample_weight, y_true)[mask][:, None]
-        pred = outputs.cpu().numpy().astype(np.float64)[mask]
-        y_true, codes = y_true.astype(np.float64)[mask], codes[mask]
-        task_weight = np.bincount(codes, weights=weight.ravel())[:, None]
-        sums = np.zeros((task_weight.shape[0], y_true.shape[1]))
-        np.add.at(sums, codes, weight * y_true)
-        task_means = sums / np.where(task_weight > 0, task_weight, 1)
-        ss_res = (weight * (y_true - pred) ** 2).sum(axis=0)
-        ss_tot = (weight * (y_true - task_means[codes]) ** 2).sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res > 0, 0.0, 1.0))
-        return float(r2.mean())
+        return self._few_shot_score(X, y, groups, sample_weight)

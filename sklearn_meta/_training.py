@@ -1,151 +1,144 @@
-"""The meta-training loop: outer updates, skorch History and callbacks, fault handling.
+"""The meta-training loop, run by a skorch ``NeuralNet`` that skorch callbacks receive as ``net``.
 
-One outer update is one skorch "epoch": it appends a row to the History and
-calls the callbacks' ``on_epoch_*`` hooks, so skorch's ``EarlyStopping``,
-``PrintLog`` and user callbacks work unchanged.
+One outer update is one skorch epoch holding one training "batch" (the
+meta-batch of tasks) and, with early stopping, one validation batch (the
+held-out tasks). :class:`MetaNet` is a real :class:`skorch.NeuralNet`:
+callbacks get its ``module_`` (the :class:`MetaModel`), ``optimizer_`` (the
+meta-optimizer), ``criterion_`` and ``history``, skorch's ``notify`` calls
+them, its default callbacks (``EpochTimer``, ``PassthroughScoring`` for
+``train_loss`` / ``valid_loss``) record the log, and its ``save_params`` /
+``load_params`` serve ``Checkpoint`` and ``LoadInitState``.
 """
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections.abc import Callable
 
 import torch
-from skorch.callbacks import Callback, PrintLog
-from skorch.history import History
+from skorch import NeuralNet
+from skorch.callbacks import EpochTimer, PassthroughScoring
 from torch import nn
+from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
+from ._callbacks import MetaProgressBar, ThinnedPrintLog
 from ._engine import Learner, TaskBatch, compiled_meta_loss, meta_gradient
+from ._warnings import warn
 from .exceptions import NonFiniteLossWarning
 
-__all__ = ["MetaModel", "MetaProgressBar", "ThinnedPrintLog", "TrainingView", "train"]
+__all__ = ["MetaModel", "MetaNet", "train"]
 
 
 class MetaModel(nn.Module):
     """The meta-learned state: the network's initialisation and the inner optimizer's meta-parameters.
 
     One module, so the meta-optimizer, ``state_dict`` and skorch callbacks
-    (``EarlyStopping(load_best=True)``) see both.
-    """
-
-    def __init__(self, network: nn.Module, inner_meta: dict[str, torch.Tensor]):
-        super().__init__()
-        self.network = network
-        # ParameterDict keys cannot contain dots.
-        self.inner = nn.ParameterDict(
-            {name.replace(".", "__"): nn.Parameter(t.detach().clone()) for name, t in inner_meta.items()}
-        )
-
-    def meta_params(self) -> dict[str, torch.Tensor]:
-        return dict(self.network.named_parameters())
-
-    def inner_meta(self) -> dict[str, torch.Tensor]:
-        return {name.replace("__", "."): p for name, p in self.inner.items()}
-
-
-class TrainingView:
-    """What skorch callbacks receive as ``net`` during meta-training.
-
-    ``history``, ``module_`` (the :class:`MetaModel`) and ``verbose`` are
-    the attributes skorch's callbacks read; anything else is looked up on
-    the estimator being fitted.
-    """
-
-    def __init__(self, estimator, module: MetaModel, history: History):
-        self.estimator = estimator
-        self.module_ = module
-        self.history = history
-
-    def __getattr__(self, name):
-        return getattr(self.estimator, name)
-
-
-class ThinnedPrintLog(PrintLog):
-    """skorch's ``PrintLog`` table, printing the first and every ``every``-th outer update."""
-
-    def __init__(self, every: int = 1, **kwargs):
-        super().__init__(**kwargs)
-        self.every = every
-
-    def on_epoch_end(self, net, **kwargs):
-        epoch = net.history[-1, "epoch"]
-        if epoch == 1 or epoch % self.every == 0:
-            super().on_epoch_end(net, **kwargs)
-
-
-class MetaProgressBar(Callback):
-    """A progress bar over the outer updates, showing the latest meta-loss and validation results.
+    (``EarlyStopping(load_best=True)``, ``Checkpoint``) see both. Calling it
+    runs the network.
 
     Parameters
     ----------
-    total : int
-        Number of outer updates planned (``max_iter``).
-    keys : tuple of str
-        History entries shown beside the bar, when present.
-    file : file-like, default=None
-        Where the bar is drawn; standard error by default.
+    network : torch.nn.Module
+        The network whose parameters are the meta-learned initialisation.
+    inner_meta : tree of Tensor
+        Initial meta-parameters of the inner optimizer (a dict, or a tuple of
+        dicts for a chain), stored as a flat ``ParameterList`` so that no
+        parameter name is rewritten.
     """
 
-    def __init__(self, total: int, keys=("train_loss", "valid_loss", "valid_score"), file=None):
-        self.total, self.keys, self.file = total, keys, file
+    def __init__(self, network: nn.Module, inner_meta):
+        super().__init__()
+        self.network = network
+        leaves, self._inner_spec = tree_flatten(inner_meta)
+        self.inner = nn.ParameterList([nn.Parameter(t.detach().clone()) for t in leaves])
 
-    def on_train_begin(self, net, **kwargs):
-        from tqdm.auto import tqdm
+    def forward(self, x):
+        return self.network(x)
 
-        self.bar_ = tqdm(total=self.total, desc="meta-training", unit="update", file=self.file, leave=True)
+    def meta_params(self) -> dict[str, torch.Tensor]:
+        """The network's parameters by name."""
+        return dict(self.network.named_parameters())
 
-    def on_epoch_end(self, net, **kwargs):
-        row = net.history[-1]
-        self.bar_.set_postfix({k: f"{row[k]:.4g}" for k in self.keys if k in row}, refresh=False)
-        self.bar_.update(1)
-
-    def on_train_end(self, net, **kwargs):
-        self.bar_.close()
+    def inner_meta(self):
+        """The inner optimizer's meta-parameters, in the tree shape it returned them."""
+        return tree_unflatten(list(self.inner), self._inner_spec)
 
 
-def _all_finite(loss, grads) -> bool:
-    flags = [torch.isfinite(loss)] + [torch.isfinite(g).all() for g in grads]
-    return bool(torch.stack(flags).all())
+class MetaNet(NeuralNet):
+    """The training object: what skorch callbacks receive as ``net`` during meta-training.
+
+    Built by the estimators' ``fit``; not for direct use. ``module`` is a
+    :class:`MetaModel` instance, ``optimizer`` the meta-optimizer class and
+    ``lr`` its learning rate, ``max_epochs`` the number of outer updates.
+    """
+
+    def __init__(self, module, criterion, *, progress_every: int = 0, **kwargs):
+        super().__init__(module, criterion, train_split=None, **kwargs)
+        self.progress_every = progress_every
+
+    @property
+    def _default_callbacks(self):
+        log = []
+        if self.verbose == 1:
+            log = [("progress_bar", MetaProgressBar(self.max_epochs))]
+        elif self.verbose >= 2:
+            log = [("print_log", ThinnedPrintLog(self.progress_every))]
+        return [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            *log,
+        ]
+
+
+def _all_finite(tensors) -> bool:
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def _record_batch(history, prefix: str, values: dict, size: int) -> None:
+    # Batch-level entries, as skorch's own loops record them, for PassthroughScoring;
+    # the epoch-level values are recorded directly too, so the log never depends on
+    # which default callbacks a user kept.
+    history.new_batch()
+    for key, value in values.items():
+        history.record_batch(key, value)
+        history.record(key, value)
+    history.record_batch(f"{prefix}_batch_size", size)
 
 
 def train(
-    view: TrainingView,
+    net: MetaNet,
     learner: Learner,
-    optimizer: torch.optim.Optimizer,
     sample: Callable[[], TaskBatch],
     *,
     max_iter: int,
     n_steps: int,
     first_order: bool,
-    callbacks: list,
     validate: Callable[[], dict] | None = None,
     max_grad_norm: float | None = None,
     compile: bool = False,
-) -> int:
-    """Run up to ``max_iter`` outer updates of ``view.module_``; return how many completed.
+) -> None:
+    """Run up to ``max_iter`` outer updates of ``net.module_``, appending to ``net.history``.
 
     A ``KeyboardInterrupt`` (Ctrl-C, or skorch's ``EarlyStopping``) ends
-    training with the last completed update. A non-finite meta-loss or
-    meta-gradient stops training with the last finite meta-parameters and a
-    warning; if it happens before any update, :class:`ValueError`. With
-    ``compile``, the meta-loss is compiled with :func:`torch.compile`.
+    training with the last completed update. A non-finite meta-loss,
+    meta-gradient or updated parameter stops training with the last finite
+    meta-parameters and a warning; before any update, :class:`ValueError`.
+    A history row exists exactly for every update the model has.
     """
-    model, history = view.module_, view.history
+    model, optimizer = net.module_, net.optimizer_
     loss_fn = compiled_meta_loss(learner, n_steps, first_order) if compile else None
     params = list(model.parameters())
     backup = [p.detach().clone() for p in params]
     stepping = False
-    for cb in callbacks:
-        cb.on_train_begin(view)
+    net.notify("on_train_begin")
+    # Read after on_train_begin: LoadInitState may replace the history with a saved one.
+    history = net.history
+    n_before = len(history)  # rows of earlier fits (warm start, a loaded checkpoint)
     try:
-        for iteration in range(1, max_iter + 1):
-            history.new_epoch()
-            history.record("epoch", iteration)
-            for cb in callbacks:
-                cb.on_epoch_begin(view)
-            start = time.perf_counter()
+        for _ in range(max_iter):
+            net.notify("on_epoch_begin")
             batch = sample()
+            net.notify("on_batch_begin", batch=batch, training=True)
             try:
                 loss, param_grads, meta_grads = meta_gradient(
                     learner, model.meta_params(), model.inner_meta(), batch, n_steps, first_order, loss_fn
@@ -153,62 +146,65 @@ def train(
             except Exception as error:  # compilation failed (platform, toolchain): carry on eagerly
                 if loss_fn is None:
                     raise
-                warnings.warn(
-                    f"torch.compile failed ({type(error).__name__}: {error}); training eagerly.", stacklevel=4
-                )
+                warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly.", UserWarning)
                 loss_fn = None
                 loss, param_grads, meta_grads = meta_gradient(
                     learner, model.meta_params(), model.inner_meta(), batch, n_steps, first_order
                 )
-            grads = list(param_grads.values()) + list(meta_grads.values())
-            if not _all_finite(loss, grads):
-                history.pop()
-                _stop_non_finite(iteration, len(history))
+            grads = [*param_grads.values(), *tree_leaves(meta_grads)]
+            if not _all_finite([loss, *grads]):
+                if not _all_finite(params):  # a callback wrote non-finite values into the model
+                    _restore(params, backup)
+                _stop_non_finite(history, n_before)
                 break
             for p, b, g in zip(params, backup, grads):
                 b.copy_(p.detach())
                 p.grad = g
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            for cb in callbacks:
-                cb.on_grad_computed(view, named_parameters=list(model.named_parameters()), batch=batch)
+            net.notify("on_grad_computed", named_parameters=list(model.named_parameters()), batch=batch, training=True)
             stepping = True
             optimizer.step()
             stepping = False
-            history.record("train_loss", loss.item())
+            if not _all_finite(params):  # an overflowing step: undo it
+                _restore(params, backup)
+                _stop_non_finite(history, n_before)
+                break
+            _record_batch(history, "train", {"train_loss": loss.item()}, len(batch.x_support))
+            net.notify("on_batch_end", batch=batch, training=True)
             if validate is not None:
-                for key, value in validate().items():
-                    history.record(key, value)
-            history.record("dur", time.perf_counter() - start)
-            for cb in callbacks:
-                cb.on_epoch_end(view)
+                values, size = validate()
+                net.notify("on_batch_begin", training=False)
+                _record_batch(history, "valid", values, size)
+                net.notify("on_batch_end", training=False)
+            net.notify("on_epoch_end")
     except KeyboardInterrupt:
         if history and "train_loss" not in history[-1]:
             history.pop()  # the interrupted update never completed
+        if stepping:  # Ctrl-C inside optimizer.step(): some parameters updated, others not
+            _restore(params, backup)
     for p in params:
         p.grad = None
-    # A Ctrl-C inside optimizer.step() leaves some parameters updated and others
-    # not; an overflowing update leaves them non-finite. Either way, go back to
-    # the parameters of the last completed update.
-    if stepping or not all(torch.isfinite(p).all() for p in params):
-        with torch.no_grad():
-            for p, b in zip(params, backup):
-                p.copy_(b)
-    for cb in callbacks:
-        cb.on_train_end(view)
-    return len(history)
+    net.notify("on_train_end")
 
 
-def _stop_non_finite(iteration, n_done):
-    if n_done == 0:
+def _restore(params, backup) -> None:
+    with torch.no_grad():
+        for p, b in zip(params, backup):
+            p.copy_(b)
+
+
+def _stop_non_finite(history, n_before: int) -> None:
+    iteration = history[-1, "epoch"]
+    history.pop()  # the row of the update that was not made
+    if len(history) == n_before:
         raise ValueError(
             f"The meta-loss or its gradient was not finite at iteration {iteration}, before any "
             "update could be made. Lower inner_lr or meta_lr, scale the inputs, or set max_grad_norm."
         )
-    warnings.warn(
-        f"The meta-loss or its gradient became non-finite at iteration {iteration}; meta-training "
-        f"stopped and kept the last finite meta-parameters ({n_done} updates). Lower inner_lr or "
-        "meta_lr, or set max_grad_norm.",
+    warn(
+        f"The meta-loss, its gradient or the updated meta-parameters became non-finite at iteration "
+        f"{iteration}; meta-training stopped and kept the last finite meta-parameters ({len(history)} "
+        "updates). Lower inner_lr or meta_lr, or set max_grad_norm.",
         NonFiniteLossWarning,
-        stacklevel=4,
     )

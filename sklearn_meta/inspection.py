@@ -7,8 +7,10 @@ plots, ``plot`` draws again on new axes. matplotlib is an optional dependency
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
-from sklearn.base import clone, is_classifier
+from sklearn.base import is_classifier
 from sklearn.utils._optional_dependencies import check_matplotlib_support
 from sklearn.utils.validation import check_is_fitted
 
@@ -193,8 +195,7 @@ class AdaptationCurveDisplay:
         """
         check_is_fitted(estimator)
         steps = np.asarray(list(steps), dtype=int)
-        probe = clone(estimator)
-        probe.__setstate__(estimator.__getstate__())
+        probe = copy.deepcopy(estimator)  # set_params(adapt_steps=...) must not touch the user's estimator
         classifier = is_classifier(estimator)
         errors, query, codes = [], None, None
         for n_steps in steps:

@@ -3,18 +3,18 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves, tree_map
 
 from sklearn_meta._engine import (
     Learner,
     TaskBatch,
     adapt,
-    adapt_task,
     adapt_tasks,
     compiled_meta_loss,
     meta_gradient,
     predict_tasks,
 )
-from sklearn_meta.optim import SGD, Adam, MetaSGD
+from sklearn_meta.optim import adam, chain, clip_by_global_norm, masked, meta_sgd, scale_by_learned_rate, sgd
 
 N_TASKS, N_STEPS = 4, 3
 
@@ -55,9 +55,17 @@ def _reference_step(name, params, meta, grads, state, lr):
     return new, (step, m, v)
 
 
+def _leaves(meta):
+    return tree_leaves(meta)
+
+
+def _meta_leaves(optimizer, params):
+    return tree_map(lambda v: v.detach().clone().requires_grad_(True), optimizer.meta_parameters(params))
+
+
 def _reference_meta_gradient(net, name, params, meta, batch, first_order, lr):
     names = list(params)
-    leaves = list(params.values()) + list(meta.values())
+    leaves = list(params.values()) + _leaves(meta)
     total = 0.0
     for t in range(N_TASKS):
         current = list(params.values())
@@ -65,13 +73,13 @@ def _reference_meta_gradient(net, name, params, meta, batch, first_order, lr):
         for _ in range(N_STEPS):
             out = torch.func.functional_call(net, dict(zip(names, current)), (batch.x_support[t],))
             grads = torch.autograd.grad(_mse(out, batch.y_support[t]), current, create_graph=not first_order)
-            current, state = _reference_step(name, current, list(meta.values()), grads, state, lr)
+            current, state = _reference_step(name, current, _leaves(meta), grads, state, lr)
         out = torch.func.functional_call(net, dict(zip(names, current)), (batch.x_query[t],))
         total = total + _mse(out, batch.y_query[t]) / N_TASKS
     return total, torch.autograd.grad(total, leaves)
 
 
-OPTIMIZERS = {"sgd": SGD(lr=0.1), "adam": Adam(lr=0.1), "meta-sgd": MetaSGD(lr=0.1)}
+OPTIMIZERS = {"sgd": sgd(0.1), "adam": adam(0.1), "meta-sgd": meta_sgd(0.1)}
 
 
 @pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
@@ -79,14 +87,14 @@ OPTIMIZERS = {"sgd": SGD(lr=0.1), "adam": Adam(lr=0.1), "meta-sgd": MetaSGD(lr=0
 def test_meta_gradient_matches_task_by_task_reference(setup, name, first_order):
     net, params, batch = setup
     optimizer = OPTIMIZERS[name]
-    meta = {k: v.detach().clone().requires_grad_(True) for k, v in optimizer.meta_parameters(params).items()}
+    meta = _meta_leaves(optimizer, params)
     learner = Learner(net, {}, _mse, optimizer)
 
     loss, param_grads, meta_grads = meta_gradient(learner, params, meta, batch, N_STEPS, first_order)
     ref_loss, ref_grads = _reference_meta_gradient(net, name, params, meta, batch, first_order, 0.1)
 
     torch.testing.assert_close(loss, ref_loss.detach())
-    ours = list(param_grads.values()) + list(meta_grads.values())
+    ours = list(param_grads.values()) + _leaves(meta_grads)
     assert len(ours) == len(ref_grads)
     for got, expected in zip(ours, ref_grads):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
@@ -97,7 +105,7 @@ def test_first_order_drops_second_order_terms(setup, name):
     # Guards the test above against passing vacuously: the two paths must differ.
     net, params, batch = setup
     optimizer = OPTIMIZERS[name]
-    meta = {k: v.requires_grad_(True) for k, v in optimizer.meta_parameters(params).items()}
+    meta = _meta_leaves(optimizer, params)
     learner = Learner(net, {}, _mse, optimizer)
     _, second, _ = meta_gradient(learner, params, meta, batch, N_STEPS, first_order=False)
     _, first, _ = meta_gradient(learner, params, meta, batch, N_STEPS, first_order=True)
@@ -107,11 +115,12 @@ def test_first_order_drops_second_order_terms(setup, name):
 
 def test_vectorised_adaptation_matches_one_task_at_a_time(setup):
     net, params, batch = setup
-    learner = Learner(net, {}, _mse, Adam(lr=0.05))
-    adapted = adapt_tasks(learner, params, {}, batch.x_support, batch.y_support, N_STEPS)
+    learner = Learner(net, {}, _mse, adam(0.05))
+    meta = adam(0.05).meta_parameters(params)
+    adapted = adapt_tasks(learner, params, meta, batch.x_support, batch.y_support, N_STEPS)
     outputs = predict_tasks(learner, adapted, batch.x_query)
     for t in range(N_TASKS):
-        single = adapt_tasks(learner, params, {}, batch.x_support[t : t + 1], batch.y_support[t : t + 1], N_STEPS)
+        single = adapt_tasks(learner, params, meta, batch.x_support[t : t + 1], batch.y_support[t : t + 1], N_STEPS)
         torch.testing.assert_close(outputs[t], predict_tasks(learner, single, batch.x_query[t : t + 1])[0])
     assert not any(v.requires_grad for v in adapted.values())
 
@@ -125,12 +134,12 @@ def test_serving_adaptation_equals_the_torch_func_path(setup, name):
     x, y = batch.x_support[0], batch.y_support[0]
     with torch.no_grad():
         expected, expected_state = adapt(learner, params, meta, optimizer.init(params), x, y, N_STEPS)
-    got, state = adapt_task(learner, params, meta, optimizer.init(params), x, y, N_STEPS)
+    got, state = adapt(learner, params, meta, optimizer.init(params), x, y, N_STEPS, serving=True)
     for k in expected:
         torch.testing.assert_close(got[k], expected[k])
         assert not got[k].requires_grad
-    if name == "adam":
-        torch.testing.assert_close(state["nu"], expected_state["nu"])
+    for a, b in zip(tree_leaves(state), tree_leaves(expected_state)):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("name", ["adam", "meta-sgd"])
@@ -140,10 +149,71 @@ def test_compiled_meta_gradient_equals_eager(setup, name):
     # updates all the same: its m / sqrt(v) amplifies last-bit rounding differences.)
     net, params, batch = setup
     optimizer = OPTIMIZERS[name]
-    meta = {k: v.detach().clone().requires_grad_(True) for k, v in optimizer.meta_parameters(params).items()}
+    meta = _meta_leaves(optimizer, params)
     learner = Learner(net, {}, _mse, optimizer)
     eager = meta_gradient(learner, params, meta, batch, N_STEPS)
     compiled = meta_gradient(learner, params, meta, batch, N_STEPS, loss_fn=compiled_meta_loss(learner, N_STEPS, False))
     torch.testing.assert_close(compiled[0], eager[0])
-    for got, expected in zip([*compiled[1].values(), *compiled[2].values()], [*eager[1].values(), *eager[2].values()]):
+    for got, expected in zip([*compiled[1].values(), *_leaves(compiled[2])], [*eager[1].values(), *_leaves(eager[2])]):
         torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-10)
+
+
+def _reference_masked_chain_gradient(net, params, rates, batch, first_order, max_norm):
+    """Head-only Meta-SGD with global-norm clipping, written out task by task with autograd."""
+    names = list(params)
+    head = [n for n in names if n.startswith("2.")]
+    leaves = list(params.values()) + [rates[n] for n in head]
+    total = 0.0
+    for t in range(N_TASKS):
+        current = dict(params)
+        for _ in range(N_STEPS):
+            out = torch.func.functional_call(net, current, (batch.x_support[t],))
+            grads = torch.autograd.grad(_mse(out, batch.y_support[t]), [current[n] for n in head],
+                                        create_graph=not first_order)  # fmt: skip
+            norm = torch.sqrt(sum((g * g).sum() for g in grads))
+            factor = torch.clamp(max_norm / (norm + 1e-12), max=1.0)
+            current = {**current, **{n: current[n] - rates[n] * g * factor for n, g in zip(head, grads)}}
+        out = torch.func.functional_call(net, current, (batch.x_query[t],))
+        total = total + _mse(out, batch.y_query[t]) / N_TASKS
+    return total, torch.autograd.grad(total, leaves)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
+def test_head_only_chained_meta_gradient_matches_task_by_task_reference(setup, first_order):
+    # Only the head ("2.*") adapts; the body is meta-learned through the query loss alone.
+    net, params, batch = setup
+    max_norm = 0.05  # small enough that the clipping is active
+    optimizer = chain(clip_by_global_norm(max_norm), masked(scale_by_learned_rate(0.1), "2.*"))
+    meta = _meta_leaves(optimizer, params)
+    assert set(meta[1]) == {"2.weight", "2.bias"}
+    learner = Learner(net, {}, _mse, optimizer)
+    assert learner.adapted == ("2.weight", "2.bias")
+
+    loss, param_grads, meta_grads = meta_gradient(learner, params, meta, batch, N_STEPS, first_order)
+    ref_loss, ref_grads = _reference_masked_chain_gradient(net, params, meta[1], batch, first_order, max_norm)
+
+    torch.testing.assert_close(loss, ref_loss.detach())
+    ours = list(param_grads.values()) + _leaves(meta_grads)
+    assert len(ours) == len(ref_grads)
+    for got, expected in zip(ours, ref_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    # the clipping was active, and the body moved only through the query loss
+    x, y = batch.x_support[0], batch.y_support[0]
+    grads = torch.autograd.grad(_mse(torch.func.functional_call(net, params, (x,)), y), [params["2.weight"]])
+    assert grads[0].norm() > max_norm
+
+
+def test_serving_adapts_only_the_masked_parameters(setup):
+    net, params, batch = setup
+    optimizer = masked(adam(0.1), "2.*")
+    learner = Learner(net, {}, _mse, optimizer)
+    meta = optimizer.meta_parameters(learner.select(params))
+    with torch.no_grad():
+        expected, _ = adapt(
+            learner, params, meta, learner.init_state(params), batch.x_support[0], batch.y_support[0], 2
+        )
+    got, _ = adapt(learner, params, meta, learner.init_state(params), batch.x_support[0], batch.y_support[0], 2,
+                   serving=True)  # fmt: skip
+    for name in params:
+        torch.testing.assert_close(got[name], expected[name])
+        assert got[name].equal(params[name].detach()) != name.startswith("2.")

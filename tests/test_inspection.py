@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.metrics import accuracy_score
 
 from sklearn_meta import MetaClassifier, MetaRegressor
 from sklearn_meta.inspection import AdaptationCurveDisplay, MetaTrainingCurveDisplay
@@ -48,10 +49,25 @@ def test_adaptation_curve_measures_query_error_per_step(sinusoids):
 def test_classifier_curve_is_an_error_rate(class_tasks):
     X, y, groups, X_test, y_test, groups_test = class_tasks
     clf = MetaClassifier(**FAST).fit(X, y, groups=groups)
+    baseline = DummyClassifier().fit(X, y)
     display = AdaptationCurveDisplay.from_estimator(
-        clf, X_test, y_test, groups_test, steps=[0, 1], baseline=DummyClassifier().fit(X, y), plot=False
+        clf, X_test, y_test, groups_test, steps=[0, 1, 3], baseline=baseline, plot=False
     )
-    assert display.metric_name == "error rate" and ((0 <= display.errors) & (display.errors <= 1)).all()
+    assert display.metric_name == "error rate"
+    assert clf.adapted_params_ is None and clf.adapt_steps is None  # the estimator is untouched
+    # Each test task: 10 support rows, then 20 query rows whose labels are predicted.
+    tasks = [np.flatnonzero(groups_test == g) for g in np.unique(groups_test)]
+    query = np.concatenate([rows[10:] for rows in tasks])
+    # zero steps: the meta-learned network itself
+    assert display.errors[0] == pytest.approx(1 - accuracy_score(y_test[query], clf.predict(X_test[query])))
+    for n_steps, error in zip([1, 3], display.errors[1:]):
+        predicted = []
+        for rows in tasks:  # adapt to each task by hand, from the meta-learned initialisation
+            clf.set_params(adapt_steps=n_steps).reset_adaptation().partial_adapt(X_test[rows[:10]], y_test[rows[:10]])
+            predicted.append(clf.predict(X_test[rows[10:]]))
+        assert error == pytest.approx(1 - accuracy_score(y_test[query], np.concatenate(predicted)))
+    assert display.errors[2] < display.errors[0] - 0.1  # three steps of adaptation help
+    assert display.baseline_error == pytest.approx(1 - accuracy_score(y_test[query], baseline.predict(X_test[query])))
 
 
 def test_plots_draw_lines(sinusoids):

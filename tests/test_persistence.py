@@ -92,8 +92,11 @@ def test_saved_models_record_versions_and_refuse_unknown_formats(sinusoids):
     X, y, groups, X_test, *_ = sinusoids
     est = MetaRegressor(**FAST).fit(X, y, groups=groups)
     loaded = _roundtrip(est)
-    assert loaded.saved_with_ == {"format": 1, "sklearn_meta": sklearn_meta.__version__, "torch": torch.__version__}
+    assert loaded.saved_with_ == {"format": 2, "sklearn_meta": sklearn_meta.__version__, "torch": torch.__version__}
     state = est.__getstate__()
+    old = {**state, "_saved_with": {**state["_saved_with"], "format": 1, "sklearn_meta": "0.1.0"}}
+    with pytest.raises(ValueError, match="saved by sklearn-meta 0.1.0 .* Refit it"):
+        MetaRegressor.__new__(MetaRegressor).__setstate__(old)
     state["_saved_with"] = {**state["_saved_with"], "format": 99, "sklearn_meta": "9.0"}
     with pytest.raises(ValueError, match="saved by sklearn-meta 9.0 .* Upgrade sklearn-meta"):
         MetaRegressor.__new__(MetaRegressor).__setstate__(state)

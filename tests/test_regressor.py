@@ -45,14 +45,45 @@ def test_same_random_state_gives_identical_models(sinusoids):
 
 
 def test_group_labels_and_row_order_do_not_matter(sinusoids):
-    X, y, groups, X_test, *_ = sinusoids
-    # Any hashable labels work; with rows shuffled the tasks are the same tasks.
-    names = np.array([f"store-{g}" for g in groups], dtype=object)
-    est = MetaRegressor(**FAST).fit(X, y, groups=names)
-    assert est.n_iter_ == 10
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    # Tasks are numbered in order of first appearance and keep their rows in order, so a fit
+    # depends on the labels and the row order only through those two orders.
+    est = MetaRegressor(**FAST).fit(X, y, groups=groups)
+    reference = est.predict(X_test)
+    relabelled = [
+        np.array([f"store-{59 - g}" for g in groups], dtype=object),  # strings, sorting in another order
+        np.array([g if g % 2 else f"s{g}" for g in groups], dtype=object),  # mixed, unorderable types
+        -0.5 * groups,  # floats, sorting in reverse
+    ]
+    for names in relabelled:
+        twin = MetaRegressor(**FAST).fit(X, y, groups=names)
+        np.testing.assert_allclose(twin.predict(X_test), reference, rtol=1e-6, atol=1e-7)
+    interleaved = np.lexsort((groups, np.arange(len(X)) % 20))  # row 0 of every task, then row 1, ...
+    twin = MetaRegressor(**FAST).fit(X[interleaved], y[interleaved], groups=groups[interleaved])
+    np.testing.assert_allclose(twin.predict(X_test), reference, rtol=1e-6, atol=1e-7)
+    # A full shuffle reorders the tasks and the rows within them, which changes the seeded draws
+    # as another random_state would; gathering its rows back into whole tasks changes nothing more.
     perm = np.random.RandomState(0).permutation(len(X))
     shuffled = MetaRegressor(**FAST).fit(X[perm], y[perm], groups=groups[perm])
-    assert np.isfinite(shuffled.predict(X_test)).all()
+    _, first = np.unique(groups[perm], return_index=True)
+    rank = np.argsort(np.argsort(first))  # of each task, by first appearance in the shuffle
+    gathered = perm[np.argsort(rank[groups[perm]], kind="stable")]
+    twin = MetaRegressor(**FAST).fit(X[gathered], y[gathered], groups=groups[gathered])
+    np.testing.assert_allclose(twin.predict(X_test), shuffled.predict(X_test), rtol=1e-6, atol=1e-7)
+
+    # The few-shot score adapts each held-out task on its first n_support rows: it does not depend
+    # on the task labels, the order of the tasks, or how their rows are interleaved...
+    expected = est.score(X_test, y_test, groups=groups_test)
+    task_order = np.random.RandomState(1).permutation(10)
+    names = np.array([f"t{7 * g}" for g in groups_test], dtype=object)
+    by_task = np.concatenate([np.flatnonzero(groups_test == g) for g in task_order])
+    assert est.score(X_test[by_task], y_test[by_task], groups=names[by_task]) == pytest.approx(expected, rel=1e-5)
+    mixed = np.lexsort((np.argsort(task_order)[groups_test], np.arange(len(X_test)) % 20))
+    assert est.score(X_test[mixed], y_test[mixed], groups=names[mixed]) == pytest.approx(expected, rel=1e-5)
+    # ...while the order of the rows within a task picks its support rows.
+    reversed_rows = np.concatenate([np.flatnonzero(groups_test == g)[::-1] for g in range(10)])
+    score = est.score(X_test[reversed_rows], y_test[reversed_rows], groups=groups_test[reversed_rows])
+    assert abs(score - expected) > 0.01
 
 
 @pytest.mark.parametrize("inner_optimizer", ["sgd", "adam", "meta-sgd"])
@@ -69,8 +100,8 @@ def test_each_algorithm_trains_and_adapts(sinusoids, inner_optimizer, first_orde
 def test_meta_sgd_learns_and_keeps_its_learning_rates(sinusoids):
     X, y, groups, *_ = sinusoids
     est = MetaRegressor(**FAST, inner_optimizer="meta-sgd", inner_lr=0.05, meta_lr=1e-2).fit(X, y, groups=groups)
-    rates = est.inner_meta_params_
-    assert set(rates) == {name for name, _ in est.module_.named_parameters()}
+    rates = est.module_.inner_meta()
+    assert set(rates) == {name for name, _ in est.module_.network.named_parameters()}
     assert not torch.allclose(rates["0.weight"], torch.full_like(rates["0.weight"], 0.05))
 
 
@@ -211,7 +242,7 @@ def test_user_module_class(sinusoids):
     settings = {k: v for k, v in FAST.items() if k != "hidden_layer_sizes"}
     est = MetaRegressor(module=TinyLinear, module_kwargs={"scale": 2.0}, **settings)
     est.fit(X, y, groups=groups).partial_adapt(X_test[:10], y_test[:10])
-    assert isinstance(est.module_, TinyLinear) and est.module_.scale == 2.0
+    assert isinstance(est.module_.network, TinyLinear) and est.module_.network.scale == 2.0
     assert est.predict(X_test).shape == (len(X_test),)
 
 
@@ -234,3 +265,43 @@ def test_cuda_matches_cpu(sinusoids):
     np.testing.assert_allclose(cpu.loss_curve_, gpu.loss_curve_, rtol=1e-3)
     gpu.partial_adapt(X_test[:10], y_test[:10])
     assert gpu.predict(X_test).shape == (len(X_test),)
+
+
+def test_fractional_n_support_is_the_same_rule_in_fit_and_score(sinusoids):
+    # Bug: fit took the fraction of the smallest task, score the fraction of each task.
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    keep = np.ones(len(X_test), dtype=bool)
+    keep[np.flatnonzero(groups_test == 0)[10:]] = False  # task 0: 10 rows; the others: 20
+    X_test, y_test, groups_test = X_test[keep], y_test[keep], groups_test[keep]
+    est = MetaRegressor(**FAST, n_support=0.5).fit(X, y, groups=groups)
+    assert est.n_support_ == 10  # half of the smallest (20-row) training task
+    fractional = est.score(X_test, y_test, groups=groups_test)
+    # half of the smallest held-out task: 5 support rows for every task
+    assert fractional == est.set_params(n_support=5).score(X_test, y_test, groups=groups_test)
+    assert fractional != est.set_params(n_support=10).score(X_test[groups_test != 0], y_test[groups_test != 0],
+                                                            groups=groups_test[groups_test != 0])  # fmt: skip
+
+
+class RecordingRegressor(MetaRegressor):
+    """Records every value of the estimator's one metric."""
+
+    def _score_outputs(self, outputs, y_encoded, codes, sample_weight=None):
+        value = super()._score_outputs(outputs, y_encoded, codes, sample_weight)
+        self.__dict__.setdefault("scores", []).append(value)
+        return value
+
+
+def test_validation_and_score_use_one_metric_for_multi_output_targets(sinusoids):
+    # Bug: valid_score pooled R² over outputs, score() averaged per output.
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    Y, Y_test = np.c_[y, 100 * y + 3], np.c_[y_test, 100 * y_test + 3]  # outputs of very different scales
+    est = RecordingRegressor(**FAST, early_stopping=True, n_iter_no_change=100).fit(X, Y, groups=groups)
+    assert est.history_[:, "valid_score"] == est.scores  # validation goes through the metric
+    score = est.score(X_test, Y_test, groups=groups_test)
+    # the metric itself: r2_score on targets centred on each task's mean, averaged over outputs
+    outputs, is_query, codes, y_true = est._few_shot_outputs(X_test, Y_test, groups_test)
+    mask = is_query.numpy()
+    pred, y_true, codes = outputs.numpy()[mask].astype(np.float64), y_true[mask].astype(np.float64), codes[mask]
+    means = np.stack([np.bincount(codes, weights=c) / np.bincount(codes) for c in y_true.T], axis=1)[codes]
+    expected = np.mean([r2_score(y_true[:, j] - means[:, j], pred[:, j] - means[:, j]) for j in range(2)])
+    assert score == pytest.approx(expected, rel=1e-6) and est.scores[-1] == score

@@ -24,11 +24,18 @@ def test_predicting_from_several_threads_gives_the_same_answers(sinusoids):
 
 def test_grid_search_in_two_processes(sinusoids):
     X, y, groups, *_ = sinusoids
-    with sklearn.config_context(enable_metadata_routing=True):
-        search = GridSearchCV(
-            MetaRegressor(**{**FAST, "max_iter": 3}), {"inner_steps": [1, 2]}, cv=GroupKFold(2), n_jobs=2
-        ).fit(X, y, groups=groups)
-    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    searches = {}
+    for n_jobs in (1, 2):
+        with sklearn.config_context(enable_metadata_routing=True):
+            searches[n_jobs] = GridSearchCV(
+                MetaRegressor(**{**FAST, "max_iter": 3}), {"inner_steps": [1, 2]}, cv=GroupKFold(2), n_jobs=n_jobs
+            ).fit(X, y, groups=groups)
+    # Worker processes fit and score the same seeded models as the main process does.
+    serial, parallel = searches[1].cv_results_, searches[2].cv_results_
+    for key in ("split0_test_score", "split1_test_score", "mean_test_score"):
+        np.testing.assert_allclose(parallel[key], serial[key], rtol=1e-6, atol=1e-9)
+    assert searches[2].best_params_ == searches[1].best_params_
+    np.testing.assert_allclose(searches[2].predict(X[:20]), searches[1].predict(X[:20]), rtol=1e-6, atol=1e-7)
 
 
 def test_adaptation_cycles_do_not_grow_memory(sinusoids):

@@ -218,3 +218,181 @@ def test_compiled_training_gives_the_eager_parameters(sinusoids):
     np.testing.assert_allclose(compiled.loss_curve_, eager.loss_curve_, rtol=1e-5)
     for (name, a), (_, b) in zip(compiled.module_.named_parameters(), eager.module_.named_parameters()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+# --- skorch callbacks get a real net -------------------------------------------------------
+
+
+def test_lr_scheduler_steps_the_meta_optimizer(sinusoids):
+    # Bug: callbacks received a proxy without optimizer_, so LRScheduler failed inside fit.
+    from skorch.callbacks import LRScheduler
+    from torch.optim.lr_scheduler import StepLR
+
+    X, y, groups, *_ = sinusoids
+    scheduler = LRScheduler(policy=StepLR, step_size=2, gamma=0.5)
+    est = MetaRegressor(**{**FAST, "max_iter": 6}, meta_lr=0.01, callbacks=[("lr", scheduler)])
+    est.fit(X, y, groups=groups)
+    np.testing.assert_allclose(est.history_[:, "event_lr"], [0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])
+    # the meta-optimizer really took the smaller steps: SGD steps halve with the rate
+    plain = MetaRegressor(**{**FAST, "max_iter": 6}, meta_lr=0.01).fit(X, y, groups=groups)
+    assert est.loss_curve_[:3] == plain.loss_curve_[:3] and est.loss_curve_[3:] != plain.loss_curve_[3:]
+
+
+def test_checkpoint_and_load_init_state_resume_training(sinusoids, tmp_path):
+    from skorch.callbacks import Checkpoint, LoadInitState
+
+    X, y, groups, X_test, *_ = sinusoids
+    checkpoint = Checkpoint(monitor="train_loss_best", dirname=str(tmp_path))
+    first = MetaRegressor(**{**FAST, "max_iter": 5}, callbacks=[checkpoint]).fit(X, y, groups=groups)
+    assert (tmp_path / "params.pt").exists() and (tmp_path / "optimizer.pt").exists()
+    assert any(first.history_[:, "event_cp"])
+    best = int(np.argmin(first.loss_curve_))
+    # A second fit loads the best checkpoint (parameters, meta-optimizer, history) and goes on.
+    resumed = MetaRegressor(**{**FAST, "max_iter": 3}, callbacks=[Checkpoint(monitor="train_loss_best",
+                            dirname=str(tmp_path)), LoadInitState(checkpoint)])  # fmt: skip
+    resumed.fit(X, y, groups=groups)
+    assert resumed.n_iter_ == best + 1 + 3
+    assert resumed.loss_curve_[: best + 1] == first.loss_curve_[: best + 1]
+    assert not np.allclose(resumed.predict(X_test), first.predict(X_test))
+
+
+def test_gradient_norm_clipping_callback_bounds_the_step(sinusoids):
+    from skorch.callbacks import GradientNormClipping
+
+    X, y, groups, *_ = sinusoids
+    start = MetaRegressor(**{**FAST, "max_iter": 0}).fit(X, y, groups=groups)
+    clipped = MetaRegressor(**FAST, meta_optimizer="sgd", callbacks=[GradientNormClipping(1e-3)])
+    clipped.fit(X, y, groups=groups)
+    moved = sum(float((a - b).norm()) for a, b in zip(clipped.module_.parameters(), start.module_.parameters()))
+    assert 0 < moved <= 10 * 1e-3 * 1e-3 * 1.01
+
+
+class CountUpdates(Callback):
+    """Passed as a class: skorch instantiates it; it counts into a class attribute."""
+
+    seen: list = []
+
+    def on_epoch_end(self, net, **kwargs):
+        CountUpdates.seen.append((net.history[-1, "epoch"], type(net.optimizer_).__name__))
+
+
+def test_callback_classes_and_named_pairs_are_handled_as_skorch_does(sinusoids):
+    X, y, groups, *_ = sinusoids
+    CountUpdates.seen = []
+    MetaRegressor(**{**FAST, "max_iter": 3}, callbacks=[CountUpdates]).fit(X, y, groups=groups)
+    assert CountUpdates.seen == [(1, "Adam"), (2, "Adam"), (3, "Adam")]
+    lines = []
+    est = MetaRegressor(**{**FAST, "max_iter": 2}, callbacks=[("log", PrintLog(sink=lines.append))])
+    est.fit(X, y, groups=groups)
+    assert "dur" in lines[0]  # skorch's default EpochTimer ran
+    assert set(est.history_[-1]) >= {"epoch", "dur", "train_loss", "train_loss_best", "batches"}
+    with pytest.raises(ValueError, match="unique"):
+        MetaRegressor(**FAST, callbacks=[("a", PrintLog()), ("a", PrintLog())]).fit(X, y, groups=groups)
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+class HugeGradientAt(Callback):
+    """Makes the meta-optimizer's step overflow at one update, as a diverging meta-optimizer would."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_grad_computed(self, net, named_parameters, **kwargs):
+        if net.history[-1, "epoch"] == self.epoch:
+            for _, p in named_parameters:
+                p.grad.fill_(3e38)
+
+
+@pytest.mark.parametrize("max_iter", [3, 20], ids=["last-update", "mid-training"])
+def test_overflowing_update_is_undone_and_not_counted(sinusoids, max_iter):
+    # Bug: the parameters were rolled back but the update's history row kept, and the last
+    # update of a fit gave no warning.
+    X, y, groups, X_test, *_ = sinusoids
+    settings = {**FAST, "meta_optimizer": "sgd", "meta_lr": 10.0}
+    with pytest.warns(NonFiniteLossWarning, match="non-finite at iteration 3"):
+        est = MetaRegressor(**{**settings, "max_iter": max_iter}, callbacks=[HugeGradientAt(3)])
+        est.fit(X, y, groups=groups)
+    assert est.n_iter_ == 2 and len(est.loss_curve_) == 2 and len(est.history_) == 2
+    same = MetaRegressor(**{**settings, "max_iter": 2}).fit(X, y, groups=groups)
+    np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
+
+
+def test_warnings_point_at_the_callers_line(sinusoids):
+    X, y, groups, *_ = sinusoids
+    with pytest.warns(NonFiniteLossWarning) as record:
+        MetaRegressor(**{**FAST, "meta_optimizer": "sgd", "meta_lr": 10.0}, callbacks=[HugeGradientAt(2)]).fit(
+            X, y, groups=groups
+        )
+    assert record[0].filename == __file__
+    from sklearn_meta.exceptions import SingleTaskWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MetaRegressor(**FAST).fit(X[:40], y[:40])
+    single = [w for w in caught if issubclass(w.category, SingleTaskWarning)]
+    assert single and single[0].filename == __file__
+
+
+# --- warm start -------------------------------------------------------------------------------
+
+
+def test_warm_start_continues_meta_training(sinusoids):
+    X, y, groups, X_test, *_ = sinusoids
+    est = MetaRegressor(**{**FAST, "max_iter": 3}, warm_start=True).fit(X, y, groups=groups)
+    first_curve, first_pred = list(est.loss_curve_), est.predict(X_test)
+    est.fit(X, y, groups=groups)
+    assert est.n_iter_ == 6 and est.history_[:, "epoch"] == [1, 2, 3, 4, 5, 6]
+    assert est.loss_curve_[:3] == first_curve
+    assert not np.allclose(est.predict(X_test), first_pred)
+    cold = MetaRegressor(**{**FAST, "max_iter": 3}).fit(X, y, groups=groups)
+    cold.fit(X, y, groups=groups)
+    assert cold.n_iter_ == 3 and cold.loss_curve_ == first_curve  # without warm_start: from scratch
+
+
+def test_warm_start_refuses_a_changed_network_and_keeps_the_model(sinusoids):
+    X, y, groups, X_test, *_ = sinusoids
+    est = MetaRegressor(**{**FAST, "max_iter": 3}, warm_start=True).fit(X, y, groups=groups)
+    before = est.predict(X_test)
+    with pytest.raises(ValueError, match="warm_start=True .* network changed"):
+        est.set_params(hidden_layer_sizes=(7,)).fit(X, y, groups=groups)
+    est.set_params(hidden_layer_sizes=FAST["hidden_layer_sizes"])
+    with pytest.raises(ValueError, match="inner optimizer changed"):
+        est.set_params(inner_optimizer="meta-sgd").fit(X, y, groups=groups)
+    assert est.n_iter_ == 3
+    np.testing.assert_array_equal(est.predict(X_test), before)
+
+
+def test_interrupted_warm_start_leaves_the_fitted_model_untouched(sinusoids):
+    X, y, groups, X_test, *_ = sinusoids
+    est = MetaRegressor(**{**FAST, "max_iter": 3}, warm_start=True).fit(X, y, groups=groups)
+    before = est.predict(X_test)
+    with pytest.raises(ValueError, match="not finite at iteration 4, before any update"):
+        est.fit(X, y * 1e30, groups=groups)  # the first update of the continued fit overflows
+    np.testing.assert_array_equal(est.predict(X_test), before)
+    assert est.n_iter_ == 3
+
+
+# --- the meta-learned state ---------------------------------------------------------------------
+
+
+class DoubleUnderscoreNames(torch.nn.Module):
+    """Attribute names with "__" in them, which MetaModel used to rewrite to "."."""
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.enc__0 = torch.nn.Linear(n_features_in, 8)
+        self.out = torch.nn.Linear(8, n_outputs)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.enc__0(x)))
+
+
+def test_parameter_names_with_double_underscores_survive_meta_sgd(sinusoids):
+    X, y, groups, X_test, y_test, _ = sinusoids
+    est = MetaRegressor(**FAST, module=DoubleUnderscoreNames, inner_optimizer="meta-sgd").fit(X, y, groups=groups)
+    names = {name for name, _ in est.module_.network.named_parameters()}
+    assert set(est.module_.inner_meta()) == names == {"enc__0.weight", "enc__0.bias", "out.weight", "out.bias"}
+    before = est.predict(X_test)
+    assert not np.allclose(est.partial_adapt(X_test[:10], y_test[:10]).predict(X_test), before)

@@ -1,0 +1,137 @@
+"""Constructor arguments documented once, for both estimators' docstrings.
+
+An estimator's docstring names the shared arguments as ``{name}``
+placeholders; :func:`fill_parameters` replaces them with the entries below.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+__all__ = ["PARAMETERS", "fill_parameters"]
+
+PARAMETERS = {
+    "hidden_layer_sizes": """\
+hidden_layer_sizes : array-like of int, default=(40, 40)
+    Widths of the hidden layers of the built-in MLP.""",
+    "activation": """\
+activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+    Activation of the hidden layers.""",
+    "module": """\
+module : callable, default=None
+    A ``torch.nn.Module`` class or factory to use instead of the MLP, called
+    with ``module_kwargs`` (and with ``n_features_in`` and ``n_outputs``
+    when its signature names them) to build a fresh network on every fit.
+    Not an instance. Batch normalisation layers (and any normalisation
+    layer with ``track_running_stats=True``) are refused: the network runs
+    separately on each task's support rows, its query rows and the rows
+    given to ``predict``, where batch statistics would make a row's
+    prediction depend on the other rows of the call; use
+    :class:`torch.nn.LayerNorm` or :class:`torch.nn.GroupNorm`.""",
+    "module_kwargs": """\
+module_kwargs : dict, default=None
+    Keyword arguments for ``module``.""",
+    "inner_optimizer": """\
+inner_optimizer : {"sgd", "adam", "meta-sgd"} or object, default="sgd"
+    The inner-loop optimizer: a name (built with ``inner_lr``), or a
+    gradient transformation from :mod:`sklearn_meta.optim` (a chain of
+    transforms, a ``masked`` one that adapts only some parameters, or your
+    own object following :class:`sklearn_meta.optim.InnerOptimizer`; then
+    ``inner_lr`` is not used).""",
+    "inner_lr": """\
+inner_lr : float, default=0.01
+    Inner learning rate (Meta-SGD: the initial value of the learned rates).""",
+    "inner_steps": """\
+inner_steps : int, default=1
+    Inner steps per task during meta-training.""",
+    "adapt_steps": """\
+adapt_steps : int, default=None
+    Inner steps taken by :meth:`partial_adapt` and :meth:`score`; ``None``
+    means ``inner_steps``.""",
+    "first_order": """\
+first_order : bool, default=False
+    Drop the second-order terms of the meta-gradient (first-order MAML).""",
+    "meta_optimizer": """\
+meta_optimizer : {"adam", "adamw", "sgd", "rmsprop"} or class, default="adam"
+    Outer optimizer: a name or a ``torch.optim.Optimizer`` class (or any
+    callable ``(params, lr=...)`` returning one).""",
+    "meta_lr": """\
+meta_lr : float, default=1e-3
+    Outer learning rate.""",
+    "meta_batch_size": """\
+meta_batch_size : int, default=25
+    Tasks per outer update.""",
+    "max_iter": """\
+max_iter : int, default=1000
+    Number of outer updates (with ``warm_start``, more updates).""",
+    "early_stopping": """\
+early_stopping : bool, default=False
+    Hold out ``validation_fraction`` of the tasks (episodic classifier: of
+    the classes) and stop when their few-shot loss has not improved by
+    ``tol`` for ``n_iter_no_change`` updates, keeping the best
+    meta-parameters. The held-out tasks' loss and score are recorded in
+    ``history_`` as ``valid_loss`` and ``valid_score``.""",
+    "validation_fraction": """\
+validation_fraction : float, default=0.1
+    Fraction of tasks (or classes) held out for early stopping.""",
+    "n_iter_no_change": """\
+n_iter_no_change : int, default=10
+    Patience of early stopping, in outer updates.""",
+    "tol": """\
+tol : float, default=1e-4
+    Smallest improvement of the validation loss that counts.""",
+    "max_grad_norm": """\
+max_grad_norm : float, default=None
+    Clip the meta-gradient to this norm.""",
+    "compile": """\
+compile : bool or "auto", default="auto"
+    Compile the meta-loss with :func:`torch.compile`: about a minute of
+    compilation, then 2.5-3.6x faster second-order updates on CPU.
+    ``"auto"`` compiles when ``max_iter >= 10000``; falls back to eager
+    execution with a warning if compilation fails.""",
+    "warm_start": """\
+warm_start : bool, default=False
+    When ``fit`` is called again, continue meta-training the fitted model
+    (network, inner meta-parameters and ``history_``) for ``max_iter`` more
+    updates instead of starting afresh, as ``MLPRegressor`` does. The
+    meta-optimizer starts afresh. The network, inner optimizer, targets
+    and device must be those of the fitted model.""",
+    "random_state": """\
+random_state : int, RandomState instance or None, default=None
+    Seeds the network initialisation, task sampling and (episodic
+    classifier) the scoring episodes.""",
+    "device": """\
+device : str, default="cpu"
+    ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``.""",
+    "verbose": """\
+verbose : int, default=0
+    0 is silent; 1 draws a progress bar (tqdm) with the latest meta-loss
+    and validation results; 2 or more prints skorch's training table for
+    the first update and every ``10 // verbose``-th one (every update from
+    10 on).""",
+    "callbacks": """\
+callbacks : list of skorch callbacks, default=None
+    Called at each outer update as skorch calls them at each epoch: each
+    entry a callback, a callback class, or a ``(name, callback)`` pair.
+    They receive the training net (a :class:`skorch.NeuralNet` whose
+    ``module_`` holds the meta-parameters and ``optimizer_`` is the
+    meta-optimizer), so ``EarlyStopping``, ``LRScheduler``,
+    ``Checkpoint`` / ``LoadInitState``, ``GradientNormClipping`` and
+    ``PrintLog`` work unchanged. One outer update is one epoch with one
+    training batch (the meta-batch) and, with early stopping, one
+    validation batch (the held-out tasks).""",
+}
+
+
+def fill_parameters(cls):
+    """Class decorator: replace ``{name}`` lines of the docstring by ``PARAMETERS[name]``."""
+    lines = []
+    for line in cls.__doc__.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("{") and stripped.endswith("}") and stripped[1:-1] in PARAMETERS:
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.append(textwrap.indent(PARAMETERS[stripped[1:-1]], indent))
+        else:
+            lines.append(line)
+    cls.__doc__ = "\n".join(lines)
+    return cls
