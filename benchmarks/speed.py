@@ -261,7 +261,7 @@ class Ours:
 
     name = "sklearn_meta"
 
-    def __init__(self, n_steps, first_order, batch_size, data):
+    def __init__(self, n_steps, first_order, batch_size, data, **method):
         self.X, self.y, self.groups = data
         self.est = MetaRegressor(
             hidden_layer_sizes=(40, 40),
@@ -276,6 +276,7 @@ class Ours:
             n_support=N_SUPPORT,
             n_query=N_QUERY,
             random_state=0,
+            **method,
         )
 
     def run(self, n_outer: int) -> float:
@@ -396,11 +397,17 @@ def check_trajectory(data, n_iter: int = 30) -> dict:
 # Throughput
 
 
-def throughput(args, status, data, tensors):
+def grid_cells(args) -> list[tuple]:
+    """The grid (inner steps, first order, meta-batch), or the cells ``--cells`` names."""
     cells = [(n, fo, b) for n in (1, 5) for fo in (False, True) for b in (25, 100)]
     if args.cells:
         wanted = {tuple(c.split(":")) for c in args.cells}
         cells = [c for c in cells if (str(c[0]), "fo" if c[1] else "so", str(c[2])) in wanted]
+    return cells
+
+
+def throughput(args, status, data, tensors):
+    cells = grid_cells(args)
     keys = ["ours"] + [k for k in PEERS if status[k].startswith("ok") and k in args.impls]
     impls = {}
     for cell in cells:
@@ -563,6 +570,37 @@ def serving(args, data):
 
 
 # ----------------------------------------------------------------------
+# Cost of the adaptation methods
+
+
+METHODS = {
+    "MAML (all parameters)": {},
+    "ANIL (adapt_params='head')": {"adapt_params": "head"},
+    "Bayesian ridge head (head='ridge')": {"head": "ridge"},
+}
+
+
+def method_costs(args, data) -> list[list]:
+    """Per-update time of each adaptation method's ``fit`` on the grid, interleaved, median over rounds."""
+    rows = []
+    cells = grid_cells(args)
+    for n, fo, b in cells:
+        impls = {name: Ours(n, fo, b, data, **kwargs) for name, kwargs in METHODS.items()}
+        times = {name: [] for name in impls}
+        for round_ in range(args.warmup + args.rounds):
+            for name, impl in impls.items():
+                seconds = impl.run(args.steps)
+                if round_ >= args.warmup:
+                    times[name].append(seconds / args.steps)
+        maml = median(times["MAML (all parameters)"])
+        row = [n, "first" if fo else "second", b]
+        for name in impls:
+            row += [f"{median(times[name]) * 1e3:.2f}", fmt(maml / median(times[name]), 2)]
+        rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------
 # Profile of one fit
 
 
@@ -632,6 +670,7 @@ def main(argv=None):
                         help="only these grid cells, e.g. 1:so:25 5:fo:100 (so/fo = second/first order)")
     parser.add_argument("--skip-check", action="store_true", help="skip the correctness checks")
     parser.add_argument("--skip-serving", action="store_true", help="skip partial_adapt / predict / score")
+    parser.add_argument("--skip-methods", action="store_true", help="skip the cost of ANIL and the ridge head")
     parser.add_argument("--profile", action="store_true", help="also cProfile one fit (see --profile-cell)")
     parser.add_argument("--profile-cell", type=int, nargs=3, default=(1, 0, 25), metavar=("STEPS", "FIRST_ORDER", "B"))
     parser.add_argument("--output", default="speed", help="result name under benchmarks/results/")
@@ -734,6 +773,22 @@ def main(argv=None):
         print(serve_md, flush=True)
         sections.append(serve_md)
         print(f"serving: {time.perf_counter() - t:.1f} s", flush=True)
+
+    if not args.skip_methods:
+        t = time.perf_counter()
+        header = ["inner steps", "order", "meta-batch"]
+        for name in METHODS:
+            header += [f"{name}: ms / update", "speed-up vs MAML"]
+        methods_md = (
+            "### Meta-training cost of the adaptation methods\n\n"
+            f"`MetaRegressor.fit` per update (ms, median of {args.rounds} rounds of {args.steps} updates, the "
+            "methods interleaved within each round), same network and meta-batches. ANIL adapts only the last "
+            "layer (no inner gradient through the body); the Bayesian ridge head fits the last layer in closed "
+            "form (inner steps and order do not apply to it).\n\n" + markdown_table(header, method_costs(args, data))
+        )
+        print(methods_md, flush=True)
+        sections.append(methods_md)
+        print(f"methods: {time.perf_counter() - t:.1f} s", flush=True)
 
     if args.profile:
         text = profile_fit(args, data, tensors)

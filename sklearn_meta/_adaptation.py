@@ -14,6 +14,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._engine import Learner, adapt, adapt_tasks, predict_tasks
+from ._heads import HEADS
 from ._splitting import describe, support_size, validate_groups
 from ._tasks import GroupedRows, encode_groups
 
@@ -61,7 +62,8 @@ class AdaptationMixin:
 
     def _learner(self) -> Learner:
         network = self.module_.network
-        return Learner(network, dict(network.named_buffers()), self._loss, self.inner_optimizer_, shared=True)
+        head = HEADS[self._network_spec_.get("head", "gradient")]
+        return Learner(network, dict(network.named_buffers()), self._loss, self.inner_optimizer_, True, head)
 
     def _current_params(self) -> dict:
         return self.module_.meta_params() if self.adapted_params_ is None else self.adapted_params_
@@ -128,19 +130,33 @@ class AdaptationMixin:
     def _runtime_device(self) -> torch.device:
         return next(self.module_.parameters()).device
 
-    def _forward(self, X) -> torch.Tensor:
-        """Outputs of the current (adapted, or meta-learned) network for ``X``."""
+    def _forward(self, X, return_variance: bool = False):
+        """Outputs of the current (adapted, or meta-learned) network for ``X``.
+
+        With ``return_variance`` (a closed-form head with a predictive
+        variance), the pair of outputs and variances, else outputs alone.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         device = self._runtime_device()
         learner, params = self._learner(), self._current_params()
         outputs = torch.empty((X.shape[0], self.n_outputs_), device=device)
+        variance = torch.empty(X.shape[0], device=device) if return_variance else None
+        state = self.inner_state_
+        if return_variance and state is None:
+            state = learner.init_state(params)  # the prior: no adaptation yet
         with torch.inference_mode():
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 chunk = as_float_tensor(X[start : start + _PREDICT_CHUNK], device)
+                rows = slice(start, start + len(chunk))
                 # Copy out: a chunk's output can keep a far larger buffer alive.
-                outputs[start : start + len(chunk)] = learner.forward(params, chunk)
-        return outputs
+                if return_variance:
+                    features = learner.features(params, chunk)
+                    outputs[rows] = features @ params["head.weight"].T + params["head.bias"]
+                    variance[rows] = learner.head.predictive_variance(state, params, features)
+                else:
+                    outputs[rows] = learner.forward(params, chunk)
+        return (outputs, variance) if return_variance else outputs
 
     def _few_shot_outputs(self, X, y, groups):
         """Adapt to each task of ``groups`` on its first rows; predict the rest.

@@ -23,10 +23,11 @@ from skorch.history import History
 
 from ._adaptation import AdaptationMixin, as_float_tensor, atomic
 from ._engine import Learner, adapt_tasks, predict_tasks
-from ._network import ACTIVATIONS, build_network
+from ._heads import HEADS
+from ._network import ACTIVATIONS, build_network, last_layer_names
 from ._persistence import PersistenceMixin
 from ._training import MetaModel, MetaNet, train
-from .optim import adapted_names, resolve_inner_optimizer
+from .optim import adapted_names, masked, resolve_inner_optimizer
 
 META_OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -84,6 +85,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         "device": [str, torch.device],
         "verbose": ["verbose"],
         "callbacks": [list, None],
+        "adapt_params": [StrOptions({"all", "head"}), list, tuple],
     }
 
     def __init__(self, **params):
@@ -160,12 +162,15 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         n_outputs = self._n_outputs(y_encoded, target_attributes)
         sampler, validation_batch, n_support, n_query = self._make_sampler(X_t, y_t, y_encoded, groups, generator)
         spec = self._network_spec(X.shape[1], n_outputs)
-        inner = resolve_inner_optimizer(self.inner_optimizer, self.inner_lr)
+        network = self.module_.network if warm else build_network(spec, net_seed, device)
+        inner = self._resolve_inner_optimizer(network)
         if warm:
             model = self._warm_model(spec, inner, target_attributes, device)
         else:
-            model = self._new_model(spec, inner, net_seed, device)
-        learner = Learner(model.network, dict(model.network.named_buffers()), self._loss, inner)
+            model = self._new_model(network, inner)
+        learner = Learner(
+            model.network, dict(model.network.named_buffers()), self._loss, inner, head=HEADS[spec["head"]]
+        )
         model.requires_grad_(True)
         net = MetaNet(
             model,
@@ -220,17 +225,27 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
             spec.update(hidden_layer_sizes=sizes, activation=self.activation)
         else:
             spec.update(module=self.module, module_kwargs=dict(self.module_kwargs or {}))
+        head = HEADS[self.head]
+        spec.update(head=self.head, head_parameters=None if head is None else head.meta_parameter_names)
         return spec
 
-    def _new_model(self, spec, inner, seed, device) -> MetaModel:
-        network = build_network(spec, seed, device)
+    def _resolve_inner_optimizer(self, network):
+        """The inner optimizer, masked to the parameters ``adapt_params`` selects."""
+        inner = resolve_inner_optimizer(self.inner_optimizer, self.inner_lr)
+        if isinstance(self.adapt_params, str) and self.adapt_params == "all":
+            return inner
+        patterns = last_layer_names(network) if self.adapt_params == "head" else list(self.adapt_params)
+        return masked(inner, patterns)
+
+    @staticmethod
+    def _new_model(network, inner) -> MetaModel:
         names = adapted_names(inner, (name for name, _ in network.named_parameters()))
         params = dict(network.named_parameters())
         return MetaModel(network, inner.meta_parameters({name: params[name] for name in names}))
 
     def _build_model(self, device) -> MetaModel:
         """An untrained model of the fitted architecture, to load a saved state into."""
-        return self._new_model(self._network_spec_, self.inner_optimizer_, 0, device)
+        return self._new_model(build_network(self._network_spec_, 0, device), self.inner_optimizer_)
 
     def _warm_model(self, spec, inner, target_attributes, device) -> MetaModel:
         changed = [name for name, old, new in [("network", self._network_spec_, spec), ("inner optimizer",

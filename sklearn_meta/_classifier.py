@@ -9,7 +9,7 @@ import torch
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -52,6 +52,8 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         Support rows per class in an episode.
     n_score_episodes : int, default=100
         Episodes drawn by :meth:`score` in episodic mode.
+    {head}
+    {adapt_params}
     {inner_optimizer}
     {inner_lr}
     {inner_steps}
@@ -139,6 +141,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         "n_way": [Interval(Integral, 2, None, closed="left"), None],
         "k_shot": [Interval(Integral, 1, None, closed="left")],
         "n_score_episodes": [Interval(Integral, 1, None, closed="left")],
+        "head": [StrOptions({"gradient", "prototypes"})],
     }
 
     def __init__(
@@ -151,6 +154,8 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         n_way=None,
         k_shot=1,
         n_score_episodes=100,
+        head="gradient",
+        adapt_params="all",
         inner_optimizer="sgd",
         inner_lr=0.01,
         inner_steps=1,

@@ -31,6 +31,41 @@ module : callable, default=None
     "module_kwargs": """\
 module_kwargs : dict, default=None
     Keyword arguments for ``module``.""",
+    "head": """\
+head : str, default="gradient"
+    How the network's last layer (the head) adapts to a task:
+
+    - ``"gradient"``: ``inner_steps`` steps of ``inner_optimizer`` on the
+      parameters ``adapt_params`` selects (MAML, Meta-SGD, ANIL).
+    - ``"ridge"`` (``MetaRegressor``): in closed form, as Bayesian linear
+      regression on the features of the rest of the network (R2-D2,
+      Bertinetto et al. 2019), whose prior mean (the meta-learned last
+      layer), prior precision and noise precision are meta-learned with the
+      network through the Gaussian negative log-likelihood of the query
+      rows (so ``loss_curve_`` holds that likelihood). It gives predictive
+      standard deviations: ``predict(X, return_std=True)``.
+    - ``"prototypes"`` (``MetaClassifier``): each class's mean support
+      feature (prototypical networks, Snell et al. 2017), scored by negative
+      squared distance with a meta-learned scale; a class without support
+      rows keeps the meta-learned last layer.
+
+    The closed forms adapt only the last layer (the rest of the network is
+    meta-learned, not adapted) in one solve, so ``inner_optimizer``,
+    ``inner_lr``, ``inner_steps``, ``adapt_steps``, ``first_order`` and
+    ``adapt_params`` are not used; each ``partial_adapt`` call adds its rows
+    to the fit (the same as adapting on all rows seen since the last reset).
+    They need a network ending in a linear layer: the built-in MLP, or a
+    ``module`` building a ``torch.nn.Sequential`` whose last layer is
+    ``torch.nn.Linear``.""",
+    "adapt_params": """\
+adapt_params : "all", "head" or list of str, default="all"
+    Which parameters the inner optimizer adapts (``head="gradient"``):
+    all of them (MAML), only the last layer (``"head"``: ANIL, Raghu et
+    al. 2020, much cheaper per update), or the parameters whose names
+    (``module_.network.named_parameters()``) match the given shell-style
+    patterns, e.g. ``["encoder.2.*", "out.*"]``. The others are
+    meta-learned but keep their meta-learned values in every task. Built
+    with :func:`sklearn_meta.optim.masked`.""",
     "inner_optimizer": """\
 inner_optimizer : {"sgd", "adam", "meta-sgd"} or object, default="sgd"
     The inner-loop optimizer: a name (built with ``inner_lr``), or a

@@ -77,6 +77,10 @@ class Learner:
     shared : bool, default=False
         The module may be used by several threads at once (a fitted
         estimator's): each functional call then holds the module's lock.
+    head : object, default=None
+        A closed-form head (see ``_heads``): adaptation then fits the last
+        layer to the support rows in closed form instead of taking gradient
+        steps; the module must accept ``features_only=True``.
     """
 
     module: nn.Module
@@ -84,6 +88,7 @@ class Learner:
     loss: Callable[[Tensor, Tensor], Tensor]
     optimizer: Any
     shared: bool = False
+    head: Any = None
     #: Names of the parameters the inner loop adapts (the optimizer's mask).
     adapted: tuple[str, ...] = field(init=False)
 
@@ -97,17 +102,29 @@ class Learner:
         return {name: params[name] for name in self.adapted}
 
     def init_state(self, params: Params) -> Any:
-        """The inner optimizer's state for a fresh adaptation of ``params``."""
+        """The state of a fresh adaptation of ``params`` (the inner optimizer's, or the head's prior)."""
+        if self.head is not None:
+            return self.head.init(params)
         return self.optimizer.init(self.select(params))
 
-    def forward(self, params: Params, x: Tensor) -> Tensor:
+    def forward(self, params: Params, x: Tensor, **kwargs) -> Tensor:
         if not self.shared:  # a module private to one caller (meta-training) needs no lock
-            return functional_call(self.module, (params, self.buffers), (x,))
+            return functional_call(self.module, (params, self.buffers), (x,), kwargs)
         with _module_lock(self.module):
-            return functional_call(self.module, (params, self.buffers), (x,))
+            return functional_call(self.module, (params, self.buffers), (x,), kwargs)
+
+    def features(self, params: Params, x: Tensor) -> Tensor:
+        """The body's output, which a closed-form head is fitted on."""
+        return self.forward(params, x, features_only=True)
 
     def task_loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
         return self.loss(self.forward(params, x), y)
+
+    def query_loss(self, params: Params, state: Any, x: Tensor, y: Tensor) -> Tensor:
+        """Loss on a task's query rows after adaptation (a head may use its state: predictive variance)."""
+        if self.head is not None:
+            return self.head.query_loss(self, params, state, x, y)
+        return self.task_loss(params, x, y)
 
 
 def _functional_gradient(learner: Learner, params: Params, x: Tensor, y: Tensor) -> Params:
@@ -154,7 +171,14 @@ def adapt(
       ``first_order`` stops gradients through the inner gradients
       (first-order MAML). Under :func:`torch.no_grad` it builds no graph.
     - ``serving=True``: one task, outside ``vmap``, no graph (``partial_adapt``).
+
+    With a closed-form head, the rows are added to the head's state and the
+    head's weights solved for in one step (``n_steps`` is not used).
     """
+    if learner.head is not None:
+        with torch.no_grad() if serving else contextlib.nullcontext():
+            state = learner.head.observe(state, learner.features(params, x), y, params)
+            return learner.head.solve(state, params), state
     gradient = _autograd_gradient if serving else _functional_gradient
     with torch.no_grad() if serving else contextlib.nullcontext():
         for _ in range(n_steps):
@@ -177,9 +201,11 @@ def meta_loss(
     """Mean query loss after adaptation over the tasks of ``batch`` (vectorised)."""
 
     def one_task(xs, ys, xq, yq):
+        if hasattr(learner.head, "fresh_query_loss"):  # a closed form with a cheaper from-scratch path
+            return learner.head.fresh_query_loss(learner, meta_params, xs, ys, xq, yq)
         state = learner.init_state(meta_params)
-        params, _ = adapt(learner, meta_params, meta, state, xs, ys, n_steps, first_order=first_order)
-        return learner.task_loss(params, xq, yq)
+        params, state = adapt(learner, meta_params, meta, state, xs, ys, n_steps, first_order=first_order)
+        return learner.query_loss(params, state, xq, yq)
 
     return vmap(one_task)(*batch).mean()
 

@@ -8,7 +8,15 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-__all__ = ["ACTIVATIONS", "build_network", "check_module_spec", "check_network"]
+__all__ = [
+    "HeadedNetwork",
+    "last_layer_names",
+    "split_head",
+    "ACTIVATIONS",
+    "build_network",
+    "check_module_spec",
+    "check_network",
+]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -130,6 +138,47 @@ def check_network(net: nn.Module) -> None:
         )
 
 
+class HeadedNetwork(nn.Module):
+    """A network split into a body (features) and a linear head, with the head's meta-parameters.
+
+    Used by the closed-form heads: ``forward(x)`` runs body then head (the
+    meta-learned head: predictions before adaptation), ``forward(x,
+    features_only=True)`` the body alone. The head's meta-parameters (for
+    example the log prior and noise precisions of the Bayesian ridge head)
+    are scalar parameters of this module, so they are meta-learned and saved
+    with the network.
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Linear, head_parameters=()):
+        super().__init__()
+        self.body, self.head = body, head
+        for name in head_parameters:
+            self.register_parameter(name, nn.Parameter(torch.zeros(())))
+
+    def forward(self, x, features_only: bool = False):
+        features = self.body(x)
+        return features if features_only else self.head(features)
+
+
+def split_head(net: nn.Module, head_parameters=()) -> HeadedNetwork:
+    """Split ``net`` into body and last linear layer (an ``nn.Sequential`` ending in ``nn.Linear``)."""
+    if not (isinstance(net, nn.Sequential) and len(net) and isinstance(net[-1], nn.Linear)):
+        raise ValueError(
+            f"A closed-form head fits the network's last layer, so the network must be a torch.nn.Sequential "
+            f"ending in torch.nn.Linear (as the built-in MLP is); got {type(net).__name__}. Use the built-in MLP, "
+            "return an nn.Sequential from your module factory, or use head='gradient'."
+        )
+    return HeadedNetwork(net[:-1], net[-1], head_parameters)
+
+
+def last_layer_names(net: nn.Module) -> list[str]:
+    """Parameter-name patterns of the network's last layer with parameters (the head)."""
+    owners = [name for name, m in net.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    if not owners:
+        raise ValueError("The network has no parameters to adapt.")
+    return [f"{owners[-1]}.*" if owners[-1] else "*"]
+
+
 def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
     """Build the network described by ``spec``, initialised from ``seed``.
 
@@ -183,5 +232,7 @@ def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
             net = factory(**kwargs)
             if not isinstance(net, nn.Module):
                 raise TypeError(f"module must build a torch.nn.Module, got {type(net).__name__}.")
-    check_network(net)
+        check_network(net)
+        if spec.get("head_parameters") is not None:
+            net = split_head(net, spec["head_parameters"])
     return net.to(device=device, dtype=torch.float32)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
 
 from ._base import BaseMetaEstimator, _arguments
@@ -29,6 +30,8 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     {activation}
     {module}
     {module_kwargs}
+    {head}
+    {adapt_params}
     {inner_optimizer}
     {inner_lr}
     {inner_steps}
@@ -104,6 +107,11 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
 
     _criterion = torch.nn.MSELoss
 
+    _parameter_constraints: dict = {
+        **BaseMetaEstimator._parameter_constraints,
+        "head": [StrOptions({"gradient", "ridge"})],
+    }
+
     def __init__(
         self,
         hidden_layer_sizes=(40, 40),
@@ -111,6 +119,8 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         *,
         module=None,
         module_kwargs=None,
+        head="gradient",
+        adapt_params="all",
         inner_optimizer="sgd",
         inner_lr=0.01,
         inner_steps=1,
@@ -173,19 +183,33 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     def _make_sampler(self, X_t, y_t, y_encoded, groups, generator):
         return grouped_sampler(self, X_t, y_t, groups, generator)
 
-    def predict(self, X):
+    def predict(self, X, return_std=False):
         """Predict with the adapted model (the meta-learned one before any adaptation).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        return_std : bool, default=False
+            Also return the standard deviation of the predictive distribution
+            of each row's target (``head="ridge"`` only): the posterior
+            uncertainty of the adapted head plus the meta-learned noise, as
+            ``BayesianRidge`` and ``GaussianProcessRegressor`` give it.
 
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        y_std : ndarray of shape (n_samples,)
+            Only with ``return_std=True``; the same for every output.
         """
-        output = self._forward(X).cpu().numpy().astype(np.float64)
-        return output.ravel() if self._single_output else output
+        if not return_std:
+            output = self._forward(X).cpu().numpy().astype(np.float64)
+            return output.ravel() if self._single_output else output
+        if self._network_spec_.get("head") != "ridge":
+            raise ValueError("return_std=True needs head='ridge': its Bayesian linear head has a predictive variance.")
+        output, variance = self._forward(X, return_variance=True)
+        output = output.cpu().numpy().astype(np.float64)
+        std = np.sqrt(variance.cpu().numpy().astype(np.float64))
+        return (output.ravel() if self._single_output else output), std
 
     def score(self, X, y, sample_weight=None, groups=None):
         """Few-shot R² on held-out tasks, or R² of the current model without ``groups``.

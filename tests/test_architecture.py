@@ -14,6 +14,7 @@ LAYERS = {
     "_version": 0,
     "_warnings": 0,
     "_engine": 1,
+    "_heads": 1,
     "_tasks": 1,
     "_network": 1,
     "_splitting": 1,

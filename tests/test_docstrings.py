@@ -1,6 +1,7 @@
 """Every constructor argument is documented, once, in both estimators' docstrings."""
 
 import re
+import textwrap
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_shared_parameters_read_the_same_in_both_estimators():
     shared = set(MetaRegressor().get_params()) & set(MetaClassifier().get_params())
     for name in shared - {"n_support", "n_query"}:  # these two differ: episodes
         assert name in PARAMETERS, name
-        text = PARAMETERS[name].replace("\n", "\n    ")
+        text = textwrap.indent(PARAMETERS[name], "    ")
         assert text in MetaRegressor.__doc__ and text in MetaClassifier.__doc__, name
 
 

@@ -305,17 +305,17 @@ class HugeGradientAt(Callback):
                 p.grad.fill_(3e38)
 
 
-@pytest.mark.parametrize("max_iter", [3, 20], ids=["last-update", "mid-training"])
+@pytest.mark.parametrize("max_iter", [2, 20], ids=["last-update", "mid-training"])
 def test_overflowing_update_is_undone_and_not_counted(sinusoids, max_iter):
     # Bug: the parameters were rolled back but the update's history row kept, and the last
-    # update of a fit gave no warning.
+    # update of a fit gave no warning. (meta_lr=10 diverges by itself from update 3 on.)
     X, y, groups, X_test, *_ = sinusoids
     settings = {**FAST, "meta_optimizer": "sgd", "meta_lr": 10.0}
-    with pytest.warns(NonFiniteLossWarning, match="non-finite at iteration 3"):
-        est = MetaRegressor(**{**settings, "max_iter": max_iter}, callbacks=[HugeGradientAt(3)])
+    with pytest.warns(NonFiniteLossWarning, match="non-finite at iteration 2"):
+        est = MetaRegressor(**{**settings, "max_iter": max_iter}, callbacks=[HugeGradientAt(2)])
         est.fit(X, y, groups=groups)
-    assert est.n_iter_ == 2 and len(est.loss_curve_) == 2 and len(est.history_) == 2
-    same = MetaRegressor(**{**settings, "max_iter": 2}).fit(X, y, groups=groups)
+    assert est.n_iter_ == 1 and len(est.loss_curve_) == 1 and len(est.history_) == 1
+    same = MetaRegressor(**{**settings, "max_iter": 1}).fit(X, y, groups=groups)
     np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
 
 
