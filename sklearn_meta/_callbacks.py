@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
-from skorch.callbacks import Callback, PrintLog
+from skorch.callbacks import Callback, PassthroughScoring, PrintLog
 
-__all__ = ["MetaProgressBar", "ThinnedPrintLog"]
+__all__ = ["MetaProgressBar", "OneBatchScoring", "ThinnedPrintLog"]
+
+
+class OneBatchScoring(PassthroughScoring):
+    """skorch's ``PassthroughScoring`` for epochs of one batch: the epoch's score is that batch's.
+
+    It reads the epoch-level entry the training loop records instead of
+    averaging over the batch entries, which costs a fifth of an update on a
+    small network, and records ``<name>_best`` as skorch does.
+    """
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        if self.name not in row:
+            return
+        score = row[self.name]
+        is_best = self._is_best_score(score)
+        if is_best:
+            self.best_score_ = score
+        if is_best is not None:
+            net.history.record(f"{self.name}_best", bool(is_best))
 
 
 class ThinnedPrintLog(PrintLog):

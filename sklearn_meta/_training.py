@@ -5,8 +5,8 @@ meta-batch of tasks) and, with early stopping, one validation batch (the
 held-out tasks). :class:`MetaNet` is a real :class:`skorch.NeuralNet`:
 callbacks get its ``module_`` (the :class:`MetaModel`), ``optimizer_`` (the
 meta-optimizer), ``criterion_`` and ``history``, skorch's ``notify`` calls
-them, its default callbacks (``EpochTimer``, ``PassthroughScoring`` for
-``train_loss`` / ``valid_loss``) record the log, and its ``save_params`` /
+them, its default callbacks (``EpochTimer``, and ``PassthroughScoring`` for
+``train_loss`` / ``valid_loss``, read from the epoch's one batch) record the log, and its ``save_params`` /
 ``load_params`` serve ``Checkpoint`` and ``LoadInitState``.
 """
 
@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import EpochTimer, PassthroughScoring
+from skorch.callbacks import EpochTimer
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
-from ._callbacks import MetaProgressBar, ThinnedPrintLog
+from ._callbacks import MetaProgressBar, OneBatchScoring, ThinnedPrintLog
 from ._engine import Learner, TaskBatch, compiled_meta_loss, meta_gradient
 from ._warnings import warn
 from .exceptions import NonFiniteLossWarning
@@ -84,14 +84,16 @@ class MetaNet(NeuralNet):
             log = [("print_log", ThinnedPrintLog(self.progress_every))]
         return [
             ("epoch_timer", EpochTimer()),
-            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("train_loss", OneBatchScoring(name="train_loss", on_train=True)),
+            ("valid_loss", OneBatchScoring(name="valid_loss")),
             *log,
         ]
 
 
 def _all_finite(tensors) -> bool:
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+    # One reduction and one sync: NaN and infinity survive a sum (inf - inf is NaN). Only a
+    # sum beyond the float range, of values that large, reads as non-finite.
+    return bool(torch.isfinite(torch.stack([t.sum() for t in tensors]).sum()))
 
 
 def _record_batch(history, prefix: str, values: dict, size: int) -> None:
@@ -129,6 +131,9 @@ def train(
     loss_fn = compiled_meta_loss(learner, n_steps, first_order) if compile else None
     params = list(model.parameters())
     backup = [p.detach().clone() for p in params]
+    # The same tensors every update (the optimizer steps them in place; a loaded checkpoint too).
+    meta_params, inner_meta = model.meta_params(), model.inner_meta()
+    named_parameters = list(model.named_parameters())
     stepping = False
     net.notify("on_train_begin")
     # Read after on_train_begin: LoadInitState may replace the history with a saved one.
@@ -141,7 +146,7 @@ def train(
             net.notify("on_batch_begin", batch=batch, training=True)
             try:
                 loss, param_grads, meta_grads = meta_gradient(
-                    learner, model.meta_params(), model.inner_meta(), batch, n_steps, first_order, loss_fn
+                    learner, meta_params, inner_meta, batch, n_steps, first_order, loss_fn
                 )
             except Exception as error:  # compilation failed (platform, toolchain): carry on eagerly
                 if loss_fn is None:
@@ -149,7 +154,7 @@ def train(
                 warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly.", UserWarning)
                 loss_fn = None
                 loss, param_grads, meta_grads = meta_gradient(
-                    learner, model.meta_params(), model.inner_meta(), batch, n_steps, first_order
+                    learner, meta_params, inner_meta, batch, n_steps, first_order
                 )
             grads = [*param_grads.values(), *tree_leaves(meta_grads)]
             if not _all_finite([loss, *grads]):
@@ -157,12 +162,13 @@ def train(
                     _restore(params, backup)
                 _stop_non_finite(history, n_before)
                 break
-            for p, b, g in zip(params, backup, grads):
-                b.copy_(p.detach())
+            with torch.no_grad():
+                torch._foreach_copy_(backup, params)
+            for p, g in zip(params, grads):
                 p.grad = g
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            net.notify("on_grad_computed", named_parameters=list(model.named_parameters()), batch=batch, training=True)
+            net.notify("on_grad_computed", named_parameters=named_parameters, batch=batch, training=True)
             stepping = True
             optimizer.step()
             stepping = False
