@@ -54,7 +54,7 @@ from torch.func import functional_call, grad, vmap
 from sklearn_meta import MetaRegressor
 from sklearn_meta._engine import Learner, meta_gradient
 from sklearn_meta.datasets import make_sinusoid_tasks
-from sklearn_meta.optim import sgd
+from sklearn_meta.optim import newton, sgd
 
 INNER_LR = 0.01
 META_LR = 1e-3
@@ -577,6 +577,7 @@ METHODS = {
     "MAML (all parameters)": {},
     "ANIL (adapt_params='head')": {"adapt_params": "head"},
     "Bayesian ridge head (head='ridge')": {"head": "ridge"},
+    "head-only damped Newton": {"adapt_params": "head", "inner_optimizer": newton()},
 }
 
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .optim import Params, adapted_names, apply_updates
+from .optim import Params, adapted_names, apply_updates, uses_curvature
 
 __all__ = [
     "Learner",
@@ -179,6 +179,8 @@ def adapt(
         with torch.no_grad() if serving else contextlib.nullcontext():
             state = learner.head.observe(state, learner.features(params, x), y, params)
             return learner.head.solve(state, params), state
+    if uses_curvature(learner.optimizer):
+        return _adapt_with_curvature(learner, params, meta, state, x, y, n_steps, first_order)
     gradient = _autograd_gradient if serving else _functional_gradient
     with torch.no_grad() if serving else contextlib.nullcontext():
         for _ in range(n_steps):
@@ -188,6 +190,40 @@ def adapt(
             updates, state = learner.optimizer.update(grads, state, learner.select(params), meta)
             params = apply_updates(params, updates)
     return params, state
+
+
+def _adapt_with_curvature(learner, params, meta, state, x, y, n_steps, first_order):
+    # The same loop, handing the optimizer the task loss's Hessian-vector product on the
+    # flattened adapted parameters (a gradient of a gradient), all in torch.func so
+    # that it vectorises and is differentiated through.
+    for _ in range(n_steps):
+        adapted = learner.select(params)
+        grads, hvp = _gradient_and_hvp(learner, params, adapted, x, y, first_order)
+        updates, state = learner.optimizer.update(grads, state, adapted, meta, hvp=hvp)
+        params = apply_updates(params, updates)
+    return params, state
+
+
+def _gradient_and_hvp(learner, params, adapted, x, y, first_order):
+    names = list(adapted)
+    shapes = [adapted[name].shape for name in names]
+    sizes = [adapted[name].numel() for name in names]
+
+    def loss(adapted):
+        return learner.task_loss({**params, **adapted}, x, y)
+
+    def hvp(vector):
+        pieces = torch.split(vector, sizes)
+        tangent = {name: piece.reshape(shape) for name, piece, shape in zip(names, pieces, shapes)}
+        # reverse over reverse: forward-over-reverse (jvp of grad) trips functorch's zero tensors
+        product = grad(lambda a: sum((g * tangent[k]).sum() for k, g in grad(loss)(a).items()))(adapted)
+        flat = torch.cat([product[name].reshape(-1) for name in names])
+        return flat.detach() if first_order else flat
+
+    grads = grad(loss)(adapted)
+    if first_order:
+        grads = {name: g.detach() for name, g in grads.items()}
+    return grads, hvp
 
 
 def meta_loss(

@@ -14,7 +14,7 @@ from sklearn_meta._engine import (
     meta_gradient,
     predict_tasks,
 )
-from sklearn_meta.optim import adam, chain, clip_by_global_norm, masked, meta_sgd, scale_by_learned_rate, sgd
+from sklearn_meta.optim import adam, chain, clip_by_global_norm, masked, meta_sgd, newton, scale_by_learned_rate, sgd
 
 N_TASKS, N_STEPS = 4, 3
 
@@ -217,3 +217,57 @@ def test_serving_adapts_only_the_masked_parameters(setup):
     for name in params:
         torch.testing.assert_close(got[name], expected[name])
         assert got[name].equal(params[name].detach()) != name.startswith("2.")
+
+
+def _reference_newton_gradient(net, params, log_damping, batch, first_order):
+    """Head-only damped Newton steps, task by task, with an explicit Hessian (torch.autograd.functional)."""
+    head = [n for n in params if n.startswith("2.")]
+    leaves = list(params.values()) + [log_damping]
+    total = 0.0
+    for t in range(N_TASKS):
+        current = dict(params)
+        for _ in range(N_STEPS):
+            flat = torch.cat([current[n].reshape(-1) for n in head])
+
+            def loss_of(v, current=current, t=t):
+                pieces = torch.split(v, [current[n].numel() for n in head])
+                swapped = {**current, **{n: p.reshape(current[n].shape) for n, p in zip(head, pieces)}}
+                return _mse(torch.func.functional_call(net, swapped, (batch.x_support[t],)), batch.y_support[t])
+
+            g = torch.autograd.grad(loss_of(flat), flat, create_graph=not first_order)[0]
+            h = torch.autograd.functional.hessian(loss_of, flat, create_graph=not first_order)
+            if first_order:
+                g, h = g.detach(), h.detach()
+            step = torch.linalg.solve(h + log_damping.exp() * torch.eye(len(flat), dtype=flat.dtype), g)
+            new = flat - step
+            pieces = torch.split(new, [current[n].numel() for n in head])
+            current = {**current, **{n: p.reshape(current[n].shape) for n, p in zip(head, pieces)}}
+        total = total + _mse(torch.func.functional_call(net, current, (batch.x_query[t],)), batch.y_query[t]) / N_TASKS
+    return total, torch.autograd.grad(total, leaves)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
+def test_head_only_newton_meta_gradient_matches_task_by_task_reference(setup, first_order):
+    net, params, batch = setup
+    optimizer = masked(newton(damping=0.5), "2.*")
+    meta = _meta_leaves(optimizer, params)
+    learner = Learner(net, {}, _mse, optimizer)
+    loss, param_grads, meta_grads = meta_gradient(learner, params, meta, batch, N_STEPS, first_order)
+    ref_loss, ref_grads = _reference_newton_gradient(net, params, meta["log_damping"], batch, first_order)
+    torch.testing.assert_close(loss, ref_loss.detach())
+    ours = list(param_grads.values()) + _leaves(meta_grads)
+    for got, expected in zip(ours, ref_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-11)
+
+
+def test_newton_conjugate_gradient_equals_the_exact_solve(setup):
+    net, params, batch = setup
+    x, y = batch.x_support[0], batch.y_support[0]
+    results = []
+    for opt in (newton(damping=0.5), newton(damping=0.5, max_exact=0, cg_iters=40)):
+        learner = Learner(net, {}, _mse, opt)
+        meta = opt.meta_parameters(params)
+        with torch.no_grad():
+            results.append(adapt(learner, params, meta, learner.init_state(params), x, y, 1)[0])
+    for name in params:
+        torch.testing.assert_close(results[1][name], results[0][name], rtol=1e-6, atol=1e-8)

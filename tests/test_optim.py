@@ -231,3 +231,17 @@ def test_resolve_by_name_uses_inner_lr_and_rejects_non_optimizers():
     assert resolve_inner_optimizer("sgd", 0.1) == sgd(0.1)
     with pytest.raises(TypeError, match="lacks init, update"):
         resolve_inner_optimizer(object.__new__(type("Half", (), {"meta_parameters": lambda s, p: {}})), 0.1)
+
+
+def test_head_only_newton_fits_adapts_and_pickles(sinusoids):
+    from sklearn_meta.optim import newton
+
+    X, y, groups, X_test, y_test, _ = sinusoids
+    est = MetaRegressor(**FAST, inner_optimizer=newton(), adapt_params="head").fit(X, y, groups=groups)
+    assert set(est.module_.inner_meta()) == {"log_damping"}
+    before = est.predict(X_test[10:20])
+    est.partial_adapt(X_test[:10], y_test[:10])
+    assert not np.allclose(est.predict(X_test[10:20]), before)
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.predict(X_test), est.predict(X_test))
+    assert np.isfinite(est.score(X_test, y_test, groups=np.repeat(np.arange(10), 20)))
