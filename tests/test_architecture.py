@@ -34,31 +34,43 @@ LAYERS = {
 }
 
 
+def _modules() -> dict[str, list[Path]]:
+    """Each top-level module of the package, and its files (a subpackage has several)."""
+    modules = {p.stem: [p] for p in PACKAGE.glob("*.py")}
+    for package in (p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
+        modules[package.name] = sorted(package.glob("*.py"))
+    return modules
+
+
 def _imports(path: Path):
+    """The package's top-level modules that ``path`` imports (relative imports leaving its own folder)."""
+    depth = len(path.relative_to(PACKAGE).parts)  # 1: a top-level module, 2: inside a subpackage
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level == depth:
             yield (node.module or "").split(".")[0] or node.names[0].name
 
 
 def test_every_module_has_a_layer():
-    assert {p.stem for p in PACKAGE.glob("*.py")} == set(LAYERS)
+    assert set(_modules()) == set(LAYERS)
 
 
 def test_imports_point_down_the_layers():
     upward = [
-        f"{path.stem} -> {target}"
-        for path in PACKAGE.glob("*.py")
+        f"{module} -> {target}"
+        for module, paths in _modules().items()
+        for path in paths
         for target in _imports(path)
-        if LAYERS[target] > LAYERS[path.stem]
+        if LAYERS[target] > LAYERS[module]
     ]
     assert upward == []
 
 
 def test_the_engine_and_the_transforms_know_nothing_of_scikit_learn():
-    for name in ("optim", "_engine", "_training"):
+    files = [*_modules()["optim"], PACKAGE / "_engine.py", PACKAGE / "_training.py", PACKAGE / "_heads.py"]
+    for name in files:
         imported = {
             alias.name.split(".")[0] if isinstance(node, ast.Import) else (node.module or "").split(".")[0]
-            for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text()))
+            for node in ast.walk(ast.parse(name.read_text()))
             if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0)
             for alias in node.names
         }
