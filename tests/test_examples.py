@@ -51,6 +51,11 @@ EXPECTED_OUTPUT = {
         "loaded model is still adapted: True",
         "after reset_adaptation() on both, identical again: True",
     ],
+    "few_shot_uncertainty.py": [
+        "Few-shot R² on 100 held-out tasks",
+        "Bayesian ridge head",
+        "95% intervals from 5 points cover",
+    ],
     "real_data_fertility.py": [
         "MetaRegressor.score(X_test, y_test, groups=...), few-shot R² per fold",
         "Query MSE in (births per woman)²",
