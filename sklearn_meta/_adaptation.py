@@ -89,7 +89,9 @@ class AdaptationMixin:
         Takes ``adapt_steps`` steps (default ``inner_steps``) of the inner
         optimizer on all of ``X, y``, starting where the last call left off
         (from the meta-learned initialisation on the first call) and keeping
-        the inner optimizer's state. The meta-learned parameters never change;
+        the inner optimizer's state. With a closed-form ``head``, the rows are
+        added to the head's fit instead (the same as adapting on every row
+        seen since the last reset). The meta-learned parameters never change;
         :meth:`reset_adaptation` undoes every call.
 
         Parameters

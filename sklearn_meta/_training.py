@@ -12,6 +12,7 @@ them, its default callbacks (``EpochTimer``, and ``PassthroughScoring`` for
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -157,7 +158,10 @@ def train(
                     learner, meta_params, inner_meta, batch, n_steps, first_order
                 )
             grads = [*param_grads.values(), *tree_leaves(meta_grads)]
-            if not _all_finite([loss, *grads]):
+            loss_value = loss.item()
+            # A non-finite gradient with a finite loss makes the stepped parameters non-finite,
+            # which the check after the step catches: one check of the loss suffices here.
+            if not math.isfinite(loss_value):
                 if not _all_finite(params):  # a callback wrote non-finite values into the model
                     _restore(params, backup)
                 _stop_non_finite(history, n_before)
@@ -176,7 +180,7 @@ def train(
                 _restore(params, backup)
                 _stop_non_finite(history, n_before)
                 break
-            _record_batch(history, "train", {"train_loss": loss.item()}, len(batch.x_support))
+            _record_batch(history, "train", {"train_loss": loss_value}, len(batch.x_support))
             net.notify("on_batch_end", batch=batch, training=True)
             if validate is not None:
                 values, size = validate()
