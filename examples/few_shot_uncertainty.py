@@ -108,4 +108,4 @@ if plt is not None:
     fig.tight_layout()
     OUT.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUT / "few_shot_uncertainty.png", dpi=110)
-    print(f"figure: {OUT / 'few_shot_uncertainty.png'}")
+    print(f"Figure saved to {OUT / 'few_shot_uncertainty.png'}")
