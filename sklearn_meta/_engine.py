@@ -127,7 +127,7 @@ class Learner:
         return self.task_loss(params, x, y)
 
 
-def _functional_gradient(learner: Learner, params: Params, x: Tensor, y: Tensor) -> Params:
+def _functional_gradient(learner: Learner, params: Params, x: Tensor, y: Tensor, first_order: bool):
     # torch.func.grad: differentiable and vmappable. Only the adapted parameters are
     # inputs, so no gradient is computed for a frozen body.
     adapted = learner.select(params)
@@ -135,17 +135,17 @@ def _functional_gradient(learner: Learner, params: Params, x: Tensor, y: Tensor)
     def loss(adapted):
         return learner.task_loss({**params, **adapted}, x, y)
 
-    return grad(loss)(adapted)
+    return grad(loss)(adapted), {}
 
 
-def _autograd_gradient(learner: Learner, params: Params, x: Tensor, y: Tensor) -> Params:
+def _autograd_gradient(learner: Learner, params: Params, x: Tensor, y: Tensor, first_order: bool):
     # Plain autograd on detached leaves: a third of torch.func.grad's cost per step
     # on small networks, for one task outside vmap, building no graph.
     leaves = {name: p.detach().requires_grad_() for name, p in learner.select(params).items()}
     with torch.enable_grad():
         loss = learner.task_loss({**params, **leaves}, x, y)
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
-    return dict(zip(leaves, grads))
+    return dict(zip(leaves, grads)), {}
 
 
 def adapt(
@@ -179,32 +179,25 @@ def adapt(
         with torch.no_grad() if serving else contextlib.nullcontext():
             state = learner.head.observe(state, learner.features(params, x), y, params)
             return learner.head.solve(state, params), state
+    # The task loss's Hessian-vector product goes to the optimizers that take it (Newton).
     if uses_curvature(learner.optimizer):
-        return _adapt_with_curvature(learner, params, meta, state, x, y, n_steps, first_order)
-    gradient = _autograd_gradient if serving else _functional_gradient
+        gradient = _curvature_gradient
+    else:
+        gradient = _autograd_gradient if serving else _functional_gradient
     with torch.no_grad() if serving else contextlib.nullcontext():
         for _ in range(n_steps):
-            grads = gradient(learner, params, x, y)
+            grads, curvature = gradient(learner, params, x, y, first_order)
             if first_order:
                 grads = {name: g.detach() for name, g in grads.items()}
-            updates, state = learner.optimizer.update(grads, state, learner.select(params), meta)
+            updates, state = learner.optimizer.update(grads, state, learner.select(params), meta, **curvature)
             params = apply_updates(params, updates)
     return params, state
 
 
-def _adapt_with_curvature(learner, params, meta, state, x, y, n_steps, first_order):
-    # The same loop, handing the optimizer the task loss's Hessian-vector product on the
-    # flattened adapted parameters (a gradient of a gradient), all in torch.func so
-    # that it vectorises and is differentiated through.
-    for _ in range(n_steps):
-        adapted = learner.select(params)
-        grads, hvp = _gradient_and_hvp(learner, params, adapted, x, y, first_order)
-        updates, state = learner.optimizer.update(grads, state, adapted, meta, hvp=hvp)
-        params = apply_updates(params, updates)
-    return params, state
-
-
-def _gradient_and_hvp(learner, params, adapted, x, y, first_order):
+def _curvature_gradient(learner, params, x, y, first_order):
+    # The gradient and the Hessian-vector product on the flattened adapted parameters, both
+    # torch.func (a gradient of a gradient), so that they vectorise and are differentiated through.
+    adapted = learner.select(params)
     names = list(adapted)
     shapes = [adapted[name].shape for name in names]
     sizes = [adapted[name].numel() for name in names]
@@ -220,10 +213,7 @@ def _gradient_and_hvp(learner, params, adapted, x, y, first_order):
         flat = torch.cat([product[name].reshape(-1) for name in names])
         return flat.detach() if first_order else flat
 
-    grads = grad(loss)(adapted)
-    if first_order:
-        grads = {name: g.detach() for name, g in grads.items()}
-    return grads, hvp
+    return grad(loss)(adapted), {"hvp": hvp}
 
 
 def meta_loss(
