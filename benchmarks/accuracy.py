@@ -101,6 +101,7 @@ def train_cell(args, method: str, k: int):
     if method in METHODS:
         est = MetaRegressor(
             hidden_layer_sizes=(40, 40),
+            head="gradient",
             inner_lr=INNER_LR,
             inner_steps=1,
             meta_lr=META_LR,

@@ -25,7 +25,7 @@ from sklearn_meta import MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
 steps, first_order, batch, iters = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
 X, y, g = make_sinusoid_tasks(n_tasks=2000, n_samples_per_task=20, random_state=0)
-est = MetaRegressor(inner_steps=steps, first_order=first_order, meta_batch_size=batch, max_iter=iters,
+est = MetaRegressor(head="gradient", inner_steps=steps, first_order=first_order, meta_batch_size=batch, max_iter=iters,
                     compile=False, random_state=0)
 est.fit(X, y, groups=g)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

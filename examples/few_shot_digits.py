@@ -7,24 +7,34 @@ The standard few-shot protocol on scikit-learn's 8x8 digits. A
 ``k_shot=5``) is meta-trained on episodes drawn from the digits 0-6 only:
 each episode picks 3 of those classes, 5 labelled images of each, and labels
 them 0, 1, 2 in a random order, so the model cannot memorise "which output
-is which digit"; it learns an initialisation from which a few gradient steps
-separate *any* three digits.
+is which digit"; it learns features on which a classifier fitted to 15
+images separates *any* three digits.
 
 It then meets the digits 7, 8 and 9, never seen in meta-training, with 5
-labelled images of each. The script compares its accuracy on the other
-images of those classes with the same model adapted from a random
-initialisation, and with two classical models fitted on the same 15 images,
-all on the same episodes. Finally it walks through ``partial_adapt``,
-``predict`` and ``predict_proba`` on one episode.
+labelled images of each, and is scored on other images of those classes,
+beside three classical models fitted on the same 15 images, on the same
+episodes. The head is the default, ``head="ridge"``: the last layer is fitted
+to the support images in closed form (ridge regression of the one-hot labels,
+R2-D2), with a meta-learned penalty and logit scale.
 
-The model is a linear softmax layer (``hidden_layer_sizes=()``). Seven
-training classes are far too few for a hidden layer to learn features that
-carry over to new digits: a ``(128,)`` layer meta-overfits (about 0.99
-few-shot accuracy on the digits 0-6, but below its own random
-initialisation on 7-9). Deeper networks pay off with hundreds of training
-classes, as in Omniglot or miniImageNet. Expect the linear model to beat its
-random initialisation clearly and to be on a par with logistic regression
-and 1-nearest neighbour fitted on the same 15 images.
+Where it wins and where it does not:
+
+- **With a small convolutional body** (``module=`` a factory building a
+  ``torch.nn.Sequential`` of two 3x3 convolutions, ending in the linear layer
+  the head fits), meta-learning wins: about 0.95 accuracy where logistic
+  regression, 1-nearest neighbour and nearest centroid on the raw pixels
+  reach about 0.90-0.91 (``benchmarks/digits_episodes.py``: 0.956 over 600
+  episodes and 3 seeds). Convolutions carry over to new digits (strokes
+  shifted by a pixel look alike); even before meta-training that body scores
+  about 0.92.
+- **With the default MLP body** it loses: seven training classes are far too
+  few for a fully connected body to learn features that carry over to new
+  digits. Its training episodes reach near-perfect accuracy while its
+  accuracy on 7-9 falls from the first updates (about 0.7 after 1,000).
+  Every MLP setting we measured (widths, activations, early stopping,
+  prototypes or ridge heads) stays at or below nearest centroid on the raw
+  pixels. Dense bodies pay off with hundreds of training classes, as in
+  Omniglot or miniImageNet.
 
 Set ``SKLEARN_META_EXAMPLE_FAST=1`` for a seconds-long smoke run. With
 matplotlib installed, a figure of the episode is saved to
@@ -33,13 +43,14 @@ matplotlib installed, a figure of the episode is saved to
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+from torch import nn
 
 from sklearn_meta import MetaClassifier
 
@@ -48,46 +59,43 @@ HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd(
 OUT = Path(os.environ.get("SKLEARN_META_EXAMPLES_OUT") or HERE / "_output")
 
 N_WAY, K_SHOT, N_QUERY = 3, 5, 15
-N_EPISODES = 10 if FAST else 100
+N_EPISODES = 10 if FAST else 200
 
-X, y = load_digits(return_X_y=True)
-X = X / 16.0  # pixel intensities 0..16 -> 0..1
+X, y = load_digits(return_X_y=True)  # pixel intensities 0..16, used as they are
 base = y <= 6  # meta-training classes
 X_novel, y_novel = X[~base], y[~base]  # 7, 8, 9: never seen in meta-training
+
+
+# %%
+# A convolutional body for 8x8 images
+# -----------------------------------
+# ``module`` is a factory: it receives ``n_features_in`` (64) and
+# ``n_outputs`` (``n_way``) and returns a fresh network. The closed-form head
+# fits its last ``nn.Linear`` layer to each task.
+def small_cnn(n_features_in, n_outputs, channels=32):
+    side = int(round(n_features_in**0.5))
+    return nn.Sequential(
+        nn.Unflatten(-1, (1, side, side)),
+        nn.Conv2d(1, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(channels, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(-3),
+        nn.Linear(channels * (side // 2) ** 2, n_outputs),
+    )
+
 
 # %%
 # Meta-training on episodes of the digits 0-6
 # -------------------------------------------
-# Five inner steps with a large step size, during meta-training and, since
-# ``adapt_steps`` is left at ``None``, in ``partial_adapt`` and ``score``.
-clf = MetaClassifier(
-    hidden_layer_sizes=(),
-    n_way=N_WAY,
-    k_shot=K_SHOT,
-    n_query=N_QUERY,
-    inner_optimizer="sgd",
-    inner_lr=0.5,
-    inner_steps=5,
-    meta_batch_size=25,
-    max_iter=5 if FAST else 500,
-    random_state=0,
-)
-untrained = clone(clf).set_params(max_iter=0)  # the same model, not meta-trained
-
-print(f"Meta-training a {N_WAY}-way {K_SHOT}-shot MetaClassifier on digits 0-6 ...")
-start = time.perf_counter()
-clf.fit(X[base], y[base])
-untrained.fit(X[base], y[base])
-print(f"done: {clf.n_iter_} outer updates in {time.perf_counter() - start:.1f} s")
-
-# %%
-# Built-in few-shot score
-# -----------------------
-# In episodic mode ``score`` draws ``n_score_episodes`` seeded episodes
-# from the classes present in ``X`` and returns the query accuracy.
-print(f"\nMetaClassifier.score on the novel digits 7, 8, 9 ({clf.n_score_episodes} episodes)")
-print(f"  {'before meta-training (max_iter=0)':<36}{untrained.score(X_novel, y_novel):>8.3f}")
-print(f"  {'after meta-training':<36}{clf.score(X_novel, y_novel):>8.3f}")
+cnn = MetaClassifier(n_way=N_WAY, k_shot=K_SHOT, module=small_cnn, max_iter=3 if FAST else 100, random_state=0)
+mlp = MetaClassifier(n_way=N_WAY, k_shot=K_SHOT, max_iter=5 if FAST else 1000, random_state=0)  # the defaults
+for name, clf in [("a small CNN body", cnn), ("the default MLP body", mlp)]:
+    start = time.perf_counter()
+    clf.fit(X[base], y[base])
+    print(f"Meta-trained {N_WAY}-way {K_SHOT}-shot with {name}: {clf.n_iter_} updates, "
+          f"{time.perf_counter() - start:.1f} s")  # fmt: skip
 
 # %%
 # The same episodes for every method
@@ -111,12 +119,15 @@ def adapted(model):
 
 
 methods = {
-    "MetaClassifier, meta-trained on 0-6": adapted(clf),
-    "same model, random init (max_iter=0)": adapted(untrained),
-    "LogisticRegression on the support rows": lambda X_s, y_s: LogisticRegression().fit(X_s, y_s),
+    "MetaClassifier, CNN body": adapted(cnn),
+    "MetaClassifier, default MLP body": adapted(mlp),
+    "LogisticRegression on the support rows": lambda X_s, y_s: LogisticRegression(max_iter=1000).fit(X_s, y_s),
     "1-nearest neighbour on the support rows": lambda X_s, y_s: KNeighborsClassifier(1).fit(X_s, y_s),
+    "NearestCentroid on the support rows": lambda X_s, y_s: NearestCentroid().fit(X_s, y_s),
 }
 accuracy = {name: [] for name in methods}
+# NearestCentroid warns about pixels that are constant within a class (always 0 at the border)
+warnings.filterwarnings("ignore", message=".*within_class_std_dev_", category=UserWarning)
 for _ in range(N_EPISODES):
     support, query = draw_episode()
     for name, fit in methods.items():
@@ -127,6 +138,7 @@ print(f"\n{N_WAY}-way {K_SHOT}-shot accuracy on the novel digits, {N_EPISODES} e
 print(f"  {'method':<42}{'accuracy':>9}{'± 2 s.e.':>10}")
 for name, values in accuracy.items():
     print(f"  {name:<42}{np.mean(values):>9.3f}{2 * np.std(values) / np.sqrt(len(values)):>10.3f}")
+print(f"  (the default MLP body on episodes of its own training digits 0-6: {mlp.score(X[base], y[base]):.3f})")
 
 # %%
 # One episode, step by step
@@ -135,6 +147,7 @@ for name, values in accuracy.items():
 # ``classes_`` from its labels; ``predict`` returns those labels and the
 # columns of ``predict_proba`` follow ``classes_``.
 support, query = draw_episode()
+clf = cnn
 clf.reset_adaptation()
 clf.partial_adapt(X_novel[support], y_novel[support])
 print(f"\nOne episode: partial_adapt on {len(support)} labelled images, classes_ = {clf.classes_.tolist()}")

@@ -11,6 +11,7 @@ adaptation and prediction live in ``_adaptation``, task arithmetic in
 from __future__ import annotations
 
 import copy
+import inspect
 from numbers import Integral, Real
 
 import numpy as np
@@ -27,6 +28,7 @@ from ._heads import HEADS
 from ._network import ACTIVATIONS, build_network, last_layer_names
 from ._persistence import PersistenceMixin
 from ._training import MetaModel, MetaNet, train
+from ._warnings import warn
 from .optim import adapted_names, masked, resolve_inner_optimizer
 
 META_OPTIMIZERS = {
@@ -149,6 +151,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         return self
 
     def _fit(self, X, y, groups):
+        self._check_head_arguments()
         warm = self.warm_start and hasattr(self, "module_")
         X, y_encoded, target_attributes = self._validate_targets(X, y, reset=not warm)
         device = self._resolve_device()
@@ -163,20 +166,22 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         sampler, validation_batch, n_support, n_query = self._make_sampler(X_t, y_t, y_encoded, groups, generator)
         spec = self._network_spec(X.shape[1], n_outputs)
         network = self.module_.network if warm else build_network(spec, net_seed, device)
+        head = HEADS[spec["head"]]
+        if not warm and hasattr(head, "init_from_targets"):
+            head.init_from_targets(network, y_t)
         inner = self._resolve_inner_optimizer(network)
         if warm:
             model = self._warm_model(spec, inner, target_attributes, device)
         else:
             model = self._new_model(network, inner)
-        learner = Learner(
-            model.network, dict(model.network.named_buffers()), self._loss, inner, head=HEADS[spec["head"]]
-        )
+        learner = Learner(model.network, dict(model.network.named_buffers()), self._loss, inner, head=head)
         model.requires_grad_(True)
         net = MetaNet(
             model,
             self._criterion,
             optimizer=self._meta_optimizer_factory(),
             lr=self.meta_lr,
+            optimizer__param_groups=self._meta_param_groups(model),
             max_epochs=self.max_iter,
             callbacks=self._fit_callbacks(),
             verbose=self.verbose,
@@ -215,6 +220,48 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         self._network_spec_ = spec
         self._reset_adaptation_state()
 
+    #: Arguments of the inner gradient steps: a closed-form head does not use them.
+    _GRADIENT_ARGUMENTS = ("adapt_params", "inner_optimizer", "inner_lr", "inner_steps", "adapt_steps", "first_order")
+
+    #: The ``head`` argument's values that name a different closed form than ``_heads.HEADS``'s key.
+    _HEAD_KEYS: dict = {}
+
+    def _head_key(self) -> str:
+        """The key of ``_heads.HEADS`` that the ``head`` argument selects."""
+        return self._HEAD_KEYS.get(self.head, self.head)
+
+    def _check_head_arguments(self) -> None:
+        """Warn when arguments that only the gradient head uses are set with a closed-form head."""
+        if HEADS[self._head_key()] is None:
+            return
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        unused = [
+            name
+            for name in self._GRADIENT_ARGUMENTS
+            if not (getattr(self, name) is defaults[name] or _plain_equal(getattr(self, name), defaults[name]))
+        ]
+        if unused:
+            warn(
+                f"head={self.head!r} fits the last layer in closed form, so {', '.join(unused)} "
+                f"{'is' if len(unused) == 1 else 'are'} not used. Set head='gradient' to adapt with "
+                "inner-optimizer steps.",
+                UserWarning,
+            )
+
+    def _meta_param_groups(self, model) -> list:
+        """skorch ``param_groups``: a closed-form head's meta-parameters learn at ``meta_lr_factor * meta_lr``.
+
+        They are scales (log noise scale, prior scale) that must move by
+        orders of magnitude from their initial values: at ``meta_lr`` alone
+        a few hundred Adam updates move a log-scale by less than one.
+        """
+        head = HEADS[self._head_key()]
+        if head is None:
+            return []
+        # HeadedNetwork holds them as its own parameters; body and head are its submodules
+        names = [f"network.{name}" for name, _ in model.network.named_parameters(recurse=False)]
+        return [(name, {"lr": self.meta_lr * head.meta_lr_factor}) for name in names]
+
     def _network_spec(self, n_features_in: int, n_outputs: int) -> dict:
         spec = {"n_features_in": int(n_features_in), "n_outputs": int(n_outputs)}
         if self.module is None:
@@ -225,8 +272,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
             spec.update(hidden_layer_sizes=sizes, activation=self.activation)
         else:
             spec.update(module=self.module, module_kwargs=dict(self.module_kwargs or {}))
-        head = HEADS[self.head]
-        spec.update(head=self.head, head_parameters=None if head is None else head.meta_parameter_names)
+        spec.update(head=self._head_key())
         return spec
 
     def _resolve_inner_optimizer(self, network):
@@ -314,3 +360,8 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
             return {"valid_loss": loss, "valid_score": score}, n_tasks
 
         return validate
+
+
+def _plain_equal(value, default) -> bool:
+    plain = (str, bool, int, float, type(None))
+    return isinstance(value, plain) and isinstance(default, plain) and type(value) is type(default) and value == default

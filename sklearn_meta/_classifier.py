@@ -141,8 +141,9 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         "n_way": [Interval(Integral, 2, None, closed="left"), None],
         "k_shot": [Interval(Integral, 1, None, closed="left")],
         "n_score_episodes": [Interval(Integral, 1, None, closed="left")],
-        "head": [StrOptions({"gradient", "prototypes"})],
+        "head": [StrOptions({"gradient", "prototypes", "ridge"})],
     }
+    _HEAD_KEYS = {"ridge": "ridge_classifier"}
 
     def __init__(
         self,
@@ -154,7 +155,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         n_way=None,
         k_shot=1,
         n_score_episodes=100,
-        head="gradient",
+        head="ridge",
         adapt_params="all",
         inner_optimizer="sgd",
         inner_lr=0.01,

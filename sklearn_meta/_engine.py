@@ -173,9 +173,12 @@ def adapt(
     - ``serving=True``: one task, outside ``vmap``, no graph (``partial_adapt``).
 
     With a closed-form head, the rows are added to the head's state and the
-    head's weights solved for in one step (``n_steps`` is not used).
+    head's weights solved for in one step (any ``n_steps`` above 0; with 0,
+    as with the inner optimizer, nothing is adapted).
     """
     if learner.head is not None:
+        if n_steps == 0:
+            return params, state
         with torch.no_grad() if serving else contextlib.nullcontext():
             state = learner.head.observe(state, learner.features(params, x), y, params)
             return learner.head.solve(state, params), state

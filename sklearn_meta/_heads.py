@@ -10,9 +10,12 @@ flows through the solve into the body and the head's meta-parameters) and
 vectorisable over tasks with ``vmap``.
 
 - :class:`BayesianRidgeHead` (regression; R2-D2, Bertinetto et al. 2019, as a
-  Bayesian linear model): prior ``N(m0, 1/alpha I)`` on the head's weights
-  and bias, ``m0`` being the meta-learned head, Gaussian noise of precision
-  ``beta``; ``alpha`` and ``beta`` are meta-learned.
+  Bayesian linear model): a normal-inverse-gamma prior on the head's weights
+  and the task's noise variance, centred on the meta-learned head, with a
+  meta-learned full prior covariance; Student-t predictive distributions.
+- :class:`RidgeClassifierHead` (classification; R2-D2): ridge regression
+  of one-hot targets on the features, with a meta-learned penalty and logit
+  scale.
 - :class:`PrototypeHead` (classification; Snell et al. 2017): class means of
   the support features; ``-scale * ||phi - c_k||^2`` is, up to a term equal
   for all classes, the linear layer ``W_k = 2 scale c_k``,
@@ -28,14 +31,32 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["HEADS", "BayesianRidgeHead", "PrototypeHead", "PrototypeState", "RidgeState"]
+__all__ = [
+    "HEADS",
+    "BayesianRidgeHead",
+    "PrototypeHead",
+    "PrototypeState",
+    "RidgeClassifierHead",
+    "RidgeClassifierState",
+    "RidgeState",
+]
 
 
 class RidgeState(NamedTuple):
-    """Natural parameters of the head's Gaussian posterior: precision and precision @ mean."""
+    """The prior mean and the sufficient statistics of the rows a task has observed.
 
-    precision: Tensor
-    shift: Tensor
+    ``prior`` is ``m0``, the meta-learned head at the start of the adaptation
+    (weights then bias, one column per output); ``gram = Phi^T Phi``,
+    ``moment = Phi^T y``, ``squares = y^T y`` (summed over outputs) and
+    ``count``, the number of targets, ``Phi`` being the features with a
+    column of ones.
+    """
+
+    prior: Tensor
+    gram: Tensor
+    moment: Tensor
+    squares: Tensor
+    count: Tensor
 
 
 class PrototypeState(NamedTuple):
@@ -43,6 +64,17 @@ class PrototypeState(NamedTuple):
 
     sums: Tensor
     counts: Tensor
+
+
+def _cholesky(matrix: Tensor) -> Tensor:
+    """Cholesky factor of ``matrix``, all NaN where it does not factorise (non-finite features).
+
+    A NaN then reaches the loss or the predictions, where the estimators'
+    finiteness checks report it, instead of a linear-algebra error escaping
+    from inside a vectorised solve.
+    """
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    return torch.where(info == 0, factor, torch.full_like(factor, math.nan))
 
 
 def _design(features: Tensor) -> Tensor:
@@ -58,72 +90,154 @@ def _prior_mean(params) -> Tensor:
 class BayesianRidgeHead:
     """Bayesian linear regression on the body's features, with a meta-learned prior.
 
-    Posterior precision ``A = alpha I + beta Phi^T Phi`` and mean
-    ``A^-1 (alpha m0 + beta Phi^T y)``, ``Phi`` being the support features
-    with a column of ones; its mean is the ridge regression of ``y - Phi m0``
-    with penalty ``alpha / beta``, shifted by ``m0``. Predictive variance:
-    ``1 / beta + phi^T A^-1 phi``. The meta-loss is the Gaussian negative
-    log-likelihood of the query rows, which learns ``alpha`` and ``beta``.
+    The conjugate normal-inverse-gamma model of each task's head weights
+    ``w`` (one column per output) and noise variance ``s2``::
+
+        s2 ~ InverseGamma(a0, b0),   w | s2 ~ N(m0, s2 S S^T),   y | w, s2 ~ N(Phi w, s2 I)
+
+    ``Phi`` being the body's features with a column of ones. Meta-learned:
+    the prior mean ``m0`` (the network's head), the prior scale ``S``
+    (``prior_scale``, a full matrix: the prior covariance says which
+    directions of the feature space vary between tasks, as a mixed model's
+    random-effects covariance does), and ``a0 = 1 + exp(log_noise_shape)``,
+    ``b0 = exp(log_noise_scale)``. The posterior mean is the ridge regression
+    of ``y - Phi m0`` with penalty matrix ``(S S^T)^-1``, shifted by ``m0``;
+    the noise variance is estimated per task from its residuals, so the
+    predictive distribution of a new target is a Student-t with ``2 a_n``
+    degrees of freedom. The meta-loss is that Student-t's negative
+    log-likelihood of the query rows.
+
+    The estimators meta-learn ``S``, ``a0`` and ``b0`` at ``meta_lr_factor``
+    times their ``meta_lr``, and start ``b0`` at the training targets'
+    variance (:meth:`init_from_targets`), so the prior is on the targets'
+    scale whatever their units. The solves are in float64 (the sufficient
+    statistics too): in float32 the Cholesky factorisation fails on unscaled
+    inputs, whose Gram matrices span many orders of magnitude. Meta-training's loss (:meth:`fresh_query_loss`)
+    is the mean of the query rows' negative log-likelihood before and after
+    the support rows are observed.
     """
 
-    meta_parameter_names = ("log_prior_precision", "log_noise_precision")
+    meta_lr_factor = 10.0
+
+    def meta_parameters(self, head) -> dict:
+        """The head's meta-parameters, initialised: a unit prior, noise variance 1 a priori."""
+        size = head.in_features + 1
+        return {
+            "prior_scale": torch.eye(size),
+            "log_noise_shape": torch.zeros(()),  # a0 = 2
+            "log_noise_scale": torch.zeros(()),  # b0 = 1: prior mean of the noise variance b0 / (a0 - 1) = 1
+        }
+
+    def init_from_targets(self, network, y: Tensor) -> None:
+        """Set ``b0`` so that the prior mean of the noise variance is the variance of the targets ``y``."""
+        variance = y.double().var(dim=0, correction=0).mean().clamp(min=1e-12) if len(y) > 1 else y.new_ones(())
+        a0 = 1 + network.log_noise_shape.detach().exp()
+        with torch.no_grad():
+            network.log_noise_scale.copy_(torch.log((a0 - 1) * variance))
 
     def init(self, params) -> RidgeState:
-        alpha = params["log_prior_precision"].exp()
-        mean = _prior_mean(params)
-        eye = torch.eye(mean.shape[0], dtype=mean.dtype, device=mean.device)
-        return RidgeState(alpha * eye, alpha * mean)
+        prior = _prior_mean(params).double()
+        zero = prior.new_zeros(())
+        return RidgeState(prior, prior.new_zeros(prior.shape[0], prior.shape[0]), torch.zeros_like(prior), zero, zero)
 
     def observe(self, state: RidgeState, features: Tensor, y: Tensor, params) -> RidgeState:
-        beta = params["log_noise_precision"].exp()
-        phi = _design(features)
-        return RidgeState(state.precision + beta * phi.T @ phi, state.shift + beta * phi.T @ y)
+        phi, y = _design(features).double(), y.double()
+        return RidgeState(
+            state.prior,
+            state.gram + phi.T @ phi,
+            state.moment + phi.T @ y,
+            state.squares + (y * y).sum(),
+            state.count + y.numel(),
+        )
+
+    def _posterior(self, state: RidgeState, params):
+        """Cholesky factor of the whitened precision ``I + S^T G S``, whitened mean, noise shape and scale.
+
+        In the coordinates ``v = S^-1 (w - m0)`` the prior is ``N(0, s2 I)``;
+        the residuals ``r = y - Phi m0`` have ``Psi^T r = S^T (Phi^T y - G m0)``
+        and ``r^T r = y^T y - 2 m0 . Phi^T y + m0 . G m0``.
+        """
+        scale, prior, gram = params["prior_scale"].double(), state.prior, state.gram
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        factor = _cholesky(eye + scale.T @ gram @ scale)
+        shift = scale.T @ (state.moment - gram @ prior)
+        whitened = torch.cholesky_solve(shift, factor)
+        squares = state.squares - 2 * (prior * state.moment).sum() + (prior * (gram @ prior)).sum()
+        shape = 1 + params["log_noise_shape"].double().exp() + state.count / 2
+        noise = params["log_noise_scale"].double().exp() + (squares - (shift * whitened).sum()) / 2
+        return factor, whitened, shape, noise
 
     def solve(self, state: RidgeState, params) -> dict:
-        factor = torch.linalg.cholesky(state.precision)
-        mean = torch.cholesky_solve(state.shift, factor)
+        _, whitened, _, _ = self._posterior(state, params)
+        mean = (state.prior + params["prior_scale"].double() @ whitened).to(params["head.weight"].dtype)
         return {**params, "head.weight": mean[:-1].T, "head.bias": mean[-1]}
+
+    def _predictive(self, state: RidgeState, params, features: Tensor) -> tuple[Tensor, Tensor]:
+        """Degrees of freedom and squared scale of the Student-t predictive at each row of ``features``."""
+        factor, _, shape, noise = self._posterior(state, params)
+        psi = _design(features).double() @ params["prior_scale"].double()
+        spread = (psi.T * torch.cholesky_solve(psi.T, factor)).sum(dim=0)
+        return 2 * shape, noise / shape * (1 + spread)
 
     def predictive_variance(self, state: RidgeState, params, features: Tensor) -> Tensor:
         """Variance of a new target at each row of ``features`` (the same for every output)."""
-        phi = _design(features)
-        factor = torch.linalg.cholesky(state.precision)
-        covariance_phi = torch.cholesky_solve(phi.T, factor)
-        return params["log_noise_precision"].neg().exp() + (phi.T * covariance_phi).sum(dim=0)
+        dof, scale2 = self._predictive(state, params, features)
+        return (scale2 * dof / (dof - 2)).to(features.dtype)
 
     def query_loss(self, learner, params, state: RidgeState, x: Tensor, y: Tensor) -> Tensor:
         features = learner.features(params, x)
         mean = features @ params["head.weight"].T + params["head.bias"]
-        variance = self.predictive_variance(state, params, features)[:, None]
-        return _gaussian_nll(y, mean, variance)
+        dof, scale2 = self._predictive(state, params, features)
+        return _student_t_nll(y.double(), mean.double(), dof, scale2[:, None]).to(y.dtype)
 
     def fresh_query_loss(self, learner, params, x_support, y_support, x_query, y_query) -> Tensor:
-        """:meth:`query_loss` after observing the support rows from the prior: meta-training's path.
+        """Meta-training's loss: the mean of :meth:`query_loss` before and after observing the support rows.
+
+        The query rows' likelihood under the prior (no row observed) makes
+        the meta-learned head a good model of a task before adaptation
+        (``predict`` before ``partial_adapt``, or a task too new to have
+        rows) and calibrates the prior's spread; under the posterior
+        (the support rows observed), it is the few-shot objective.
 
         With fewer support rows ``n`` than features ``d`` (plus one), the
-        Woodbury identity replaces the ``d x d`` solve by an ``n x n`` one:
-        ``A^-1 = (I - Phi^T K^-1 Phi) / alpha`` with
-        ``K = Phi Phi^T + (alpha / beta) I``.
+        Woodbury identity replaces the ``d x d`` solve by an ``n x n`` one,
+        with ``K = I + Psi Psi^T``: ``Lambda^-1 Psi^T = Psi^T K^-1``, and the
+        residual sum of squares left unexplained is ``r^T K^-1 r``.
         """
-        phi = _design(learner.features(params, x_support))
+        phi = _design(learner.features(params, x_support)).double()
         n, d = phi.shape
+        phi_q = _design(learner.features(params, x_query)).double()
+        y_query = y_query.double()
+        scale, prior = params["prior_scale"].double(), _prior_mean(params).double()
+        psi, psi_q = phi @ scale, phi_q @ scale
+        prior_loss = self._prior_loss(params, phi_q, psi_q, y_query)
         if n >= d:
             state = self.observe(self.init(params), phi[:, :-1], y_support, params)
-            return self.query_loss(learner, self.solve(state, params), state, x_query, y_query)
-        phi_q = _design(learner.features(params, x_query))
-        alpha, beta = params["log_prior_precision"].exp(), params["log_noise_precision"].exp()
-        prior = _prior_mean(params)
-        gram = phi @ phi.T + (alpha / beta) * torch.eye(n, dtype=phi.dtype, device=phi.device)
-        factor = torch.linalg.cholesky(gram)
-        cross = phi_q @ phi.T  # (query, support)
-        mean = phi_q @ prior + cross @ torch.cholesky_solve(y_support - phi @ prior, factor)
-        explained = (cross * torch.cholesky_solve(cross.T, factor).T).sum(dim=1)
-        variance = 1 / beta + ((phi_q * phi_q).sum(dim=1) - explained) / alpha
-        return _gaussian_nll(y_query, mean, variance[:, None])
+            after = self.query_loss(learner, self.solve(state, params), state, x_query, y_query)
+            return ((prior_loss + after) / 2).to(y_support.dtype)
+        residual = y_support.double() - phi @ prior
+        factor = _cholesky(torch.eye(n, dtype=phi.dtype, device=phi.device) + psi @ psi.T)
+        cross = psi_q @ psi.T  # (query, support)
+        mean = phi_q @ prior + cross @ torch.cholesky_solve(residual, factor)
+        spread = (psi_q * psi_q).sum(dim=1) - (cross * torch.cholesky_solve(cross.T, factor).T).sum(dim=1)
+        shape = 1 + params["log_noise_shape"].double().exp() + residual.numel() / 2
+        unexplained = (residual * torch.cholesky_solve(residual, factor)).sum()
+        noise = params["log_noise_scale"].double().exp() + unexplained / 2
+        after = _student_t_nll(y_query, mean, 2 * shape, (noise / shape * (1 + spread))[:, None])
+        return ((prior_loss + after) / 2).to(y_support.dtype)
+
+    def _prior_loss(self, params, phi_q, psi_q, y_query):
+        """:meth:`query_loss` before any row is observed: the prior predictive of the query rows."""
+        shape = 1 + params["log_noise_shape"].double().exp()
+        scale2 = params["log_noise_scale"].double().exp() / shape * (1 + (psi_q * psi_q).sum(dim=1))
+        return _student_t_nll(y_query, phi_q @ _prior_mean(params).double(), 2 * shape, scale2[:, None])
 
 
-def _gaussian_nll(y: Tensor, mean: Tensor, variance: Tensor) -> Tensor:
-    return 0.5 * (torch.log(2 * math.pi * variance) + (y - mean) ** 2 / variance).mean()
+def _student_t_nll(y: Tensor, mean: Tensor, dof: Tensor, scale2: Tensor) -> Tensor:
+    """Mean negative log-density of ``y`` under Student-t distributions (location, squared scale, dof)."""
+    half = (dof + 1) / 2
+    log_norm = torch.lgamma(half) - torch.lgamma(dof / 2) - 0.5 * torch.log(dof * math.pi * scale2)
+    return (half * torch.log1p((y - mean) ** 2 / (dof * scale2)) - log_norm).mean()
 
 
 @dataclass(frozen=True)
@@ -133,7 +247,11 @@ class PrototypeHead:
     A class without support rows keeps the meta-learned head's weights.
     """
 
-    meta_parameter_names = ("log_scale",)
+    meta_lr_factor = 10.0
+
+    def meta_parameters(self, head) -> dict:
+        """The head's meta-parameters, initialised: the log of the distances' scale, 0."""
+        return {"log_scale": torch.zeros(())}
 
     def init(self, params) -> PrototypeState:
         weight = params["head.weight"]
@@ -156,5 +274,89 @@ class PrototypeHead:
         return learner.task_loss(params, x, y)
 
 
-#: How the head adapts, by the estimators' ``head`` argument: inner-optimizer steps (None), or a closed form.
-HEADS = {"gradient": None, "ridge": BayesianRidgeHead(), "prototypes": PrototypeHead()}
+class RidgeClassifierState(NamedTuple):
+    """Sufficient statistics of a task's rows for the ridge classifier head.
+
+    ``gram = Phi^T Phi`` and ``moment = Phi^T Y`` (``Y`` one-hot), ``Phi``
+    being the features with a column of ones; ``prior`` is the meta-learned
+    head divided by the logit scale (weights then bias, one column per class).
+    """
+
+    prior: Tensor
+    gram: Tensor
+    moment: Tensor
+
+
+@dataclass(frozen=True)
+class RidgeClassifierHead:
+    """Ridge regression of one-hot targets on the body's features, scaled into logits (R2-D2).
+
+    ``W = (Phi^T Phi + lam I)^-1 (Phi^T Y + lam M)``: the ridge regression
+    of the one-hot targets ``Y`` of the support rows, shrunk towards
+    ``M = m0 / s``; the logits are ``s [phi, 1] W``. Before any row (and for
+    a class without rows, mostly) the logits are the meta-learned head's
+    ``m0``. Meta-learned: the penalty ``lam = exp(log_ridge)`` and the logit
+    scale ``s = exp(log_logit_scale)`` (Bertinetto et al. 2019), at
+    ``meta_lr_factor`` times the meta learning rate. Solves in float64.
+    """
+
+    meta_lr_factor = 10.0
+
+    def meta_parameters(self, head) -> dict:
+        """The head's meta-parameters, initialised: penalty 1, logit scale 10."""
+        return {"log_ridge": torch.zeros(()), "log_logit_scale": torch.tensor(math.log(10.0))}
+
+    def init(self, params) -> RidgeClassifierState:
+        prior = (_prior_mean(params) / params["log_logit_scale"].exp()).double()
+        return RidgeClassifierState(prior, prior.new_zeros(prior.shape[0], prior.shape[0]), torch.zeros_like(prior))
+
+    def observe(self, state: RidgeClassifierState, features: Tensor, y: Tensor, params) -> RidgeClassifierState:
+        phi = _design(features).double()
+        return RidgeClassifierState(state.prior, state.gram + phi.T @ phi, state.moment + phi.T @ _one_hot(y, state))
+
+    def solve(self, state: RidgeClassifierState, params) -> dict:
+        ridge = params["log_ridge"].double().exp()
+        eye = torch.eye(state.gram.shape[0], dtype=state.gram.dtype, device=state.gram.device)
+        factor = _cholesky(state.gram + ridge * eye)
+        weights = torch.cholesky_solve(state.moment + ridge * state.prior, factor)
+        weights = (params["log_logit_scale"].double().exp() * weights).to(params["head.weight"].dtype)
+        return {**params, "head.weight": weights[:-1].T, "head.bias": weights[-1]}
+
+    def query_loss(self, learner, params, state, x: Tensor, y: Tensor) -> Tensor:
+        return learner.task_loss(params, x, y)
+
+    def fresh_query_loss(self, learner, params, x_support, y_support, x_query, y_query) -> Tensor:
+        """:meth:`query_loss` after observing the support rows from the prior: meta-training's path.
+
+        With fewer support rows ``n`` than features ``d`` (plus one), in the
+        dual form: ``W = M + Phi^T (Phi Phi^T + lam I)^-1 (Y - Phi M)``, an
+        ``n x n`` solve.
+        """
+        phi = _design(learner.features(params, x_support)).double()
+        n, d = phi.shape
+        if n >= d:
+            state = self.observe(self.init(params), phi[:, :-1], y_support, params)
+            return self.query_loss(learner, self.solve(state, params), state, x_query, y_query)
+        state = self.init(params)
+        phi_q = _design(learner.features(params, x_query)).double()
+        ridge = params["log_ridge"].double().exp()
+        factor = _cholesky(phi @ phi.T + ridge * torch.eye(n, dtype=phi.dtype, device=phi.device))
+        residual = _one_hot(y_support, state) - phi @ state.prior
+        scores = phi_q @ state.prior + (phi_q @ phi.T) @ torch.cholesky_solve(residual, factor)
+        logits = (params["log_logit_scale"].double().exp() * scores).to(params["head.weight"].dtype)
+        return learner.loss(logits, y_query)
+
+
+def _one_hot(y: Tensor, state) -> Tensor:
+    classes = torch.arange(state.prior.shape[1], device=y.device)
+    return (y[:, None] == classes).to(state.prior.dtype)
+
+
+#: How the head adapts, by the key the estimators keep in their network spec (``_base.head_key``):
+#: inner-optimizer steps (None), or a closed form.
+HEADS = {
+    "gradient": None,
+    "ridge": BayesianRidgeHead(),
+    "prototypes": PrototypeHead(),
+    "ridge_classifier": RidgeClassifierHead(),
+}

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
+from ._heads import HEADS
+
 __all__ = [
     "HeadedNetwork",
     "last_layer_names",
@@ -144,31 +146,35 @@ class HeadedNetwork(nn.Module):
     Used by the closed-form heads: ``forward(x)`` runs body then head (the
     meta-learned head: predictions before adaptation), ``forward(x,
     features_only=True)`` the body alone. The head's meta-parameters (for
-    example the log prior and noise precisions of the Bayesian ridge head)
-    are scalar parameters of this module, so they are meta-learned and saved
-    with the network.
+    example the prior scale and noise prior of the Bayesian ridge head) are
+    parameters of this module, so they are meta-learned and saved with the
+    network; ``head_parameters`` maps their names to initial values.
     """
 
-    def __init__(self, body: nn.Module, head: nn.Linear, head_parameters=()):
+    def __init__(self, body: nn.Module, head: nn.Linear, head_parameters=None):
         super().__init__()
         self.body, self.head = body, head
-        for name in head_parameters:
-            self.register_parameter(name, nn.Parameter(torch.zeros(())))
+        for name, value in (head_parameters or {}).items():
+            self.register_parameter(name, nn.Parameter(value.to(head.weight)))
 
     def forward(self, x, features_only: bool = False):
         features = self.body(x)
         return features if features_only else self.head(features)
 
 
-def split_head(net: nn.Module, head_parameters=()) -> HeadedNetwork:
-    """Split ``net`` into body and last linear layer (an ``nn.Sequential`` ending in ``nn.Linear``)."""
+def split_head(net: nn.Module, closed_form) -> HeadedNetwork:
+    """Split ``net`` into body and last linear layer (an ``nn.Sequential`` ending in ``nn.Linear``).
+
+    ``closed_form`` is the head that will fit the last layer: it gives the
+    meta-parameters to add (``closed_form.meta_parameters(last_layer)``).
+    """
     if not (isinstance(net, nn.Sequential) and len(net) and isinstance(net[-1], nn.Linear)):
         raise ValueError(
             f"A closed-form head fits the network's last layer, so the network must be a torch.nn.Sequential "
             f"ending in torch.nn.Linear (as the built-in MLP is); got {type(net).__name__}. Use the built-in MLP, "
             "return an nn.Sequential from your module factory, or use head='gradient'."
         )
-    return HeadedNetwork(net[:-1], net[-1], head_parameters)
+    return HeadedNetwork(net[:-1], net[-1], closed_form.meta_parameters(net[-1]))
 
 
 def last_layer_names(net: nn.Module) -> list[str]:
@@ -233,6 +239,6 @@ def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
             if not isinstance(net, nn.Module):
                 raise TypeError(f"module must build a torch.nn.Module, got {type(net).__name__}.")
         check_network(net)
-        if spec.get("head_parameters") is not None:
-            net = split_head(net, spec["head_parameters"])
+        if HEADS[spec.get("head", "gradient")] is not None:
+            net = split_head(net, HEADS[spec["head"]])
     return net.to(device=device, dtype=torch.float32)

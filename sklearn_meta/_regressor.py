@@ -18,11 +18,16 @@ from ._samplers import grouped_sampler
 class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     """Meta-learned regressor that adapts to a new task from a few rows.
 
-    Meta-trains a network initialisation (and, with Meta-SGD, per-parameter
-    inner learning rates) over many related tasks, so that a few inner
-    gradient steps on a handful of rows of a new task give a good model:
-    MAML (Finn et al., 2017), first-order MAML, Meta-SGD (Li et al., 2017)
-    and MAML with a differentiable Adam inner loop.
+    Meta-trains a network over many related tasks so that a handful of rows
+    of a new task give a good model. By default (``head="ridge"``) the
+    network's body is meta-learned as features and its last layer is fitted
+    to each task in closed form, as Bayesian linear regression with a
+    meta-learned prior (R2-D2, Bertinetto et al. 2019): a mixed model with
+    learned features, which also gives predictive standard deviations.
+    With ``head="gradient"`` a few inner gradient steps adapt the network:
+    MAML (Finn et al., 2017), first-order MAML, Meta-SGD (Li et al., 2017),
+    ANIL (Raghu et al., 2020) and MAML with a differentiable Adam or
+    Newton inner loop.
 
     Parameters
     ----------
@@ -119,7 +124,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         *,
         module=None,
         module_kwargs=None,
-        head="gradient",
+        head="ridge",
         adapt_params="all",
         inner_optimizer="sgd",
         inner_lr=0.01,
@@ -191,9 +196,12 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         X : array-like of shape (n_samples, n_features)
         return_std : bool, default=False
             Also return the standard deviation of the predictive distribution
-            of each row's target (``head="ridge"`` only): the posterior
-            uncertainty of the adapted head plus the meta-learned noise, as
-            ``BayesianRidge`` and ``GaussianProcessRegressor`` give it.
+            of each row's target (``head="ridge"`` only), as ``BayesianRidge``
+            and ``GaussianProcessRegressor`` give it: the Student-t
+            predictive of the adapted head, whose spread combines the
+            uncertainty of the head's weights and the task's noise variance
+            estimated from the rows adapted on (before any adaptation, the
+            prior's).
 
         Returns
         -------

@@ -40,7 +40,7 @@ def test_grouped_partial_adapt_rejects_labels_not_seen_in_fit(class_tasks):
 
 def test_grouped_few_shot_accuracy_equals_adapting_each_task(class_tasks):
     X, y, groups, X_test, y_test, groups_test = class_tasks
-    clf = MetaClassifier(**FAST, adapt_steps=2, inner_lr=0.1).fit(X, y, groups=groups)
+    clf = MetaClassifier(head="gradient", **FAST, adapt_steps=2, inner_lr=0.1).fit(X, y, groups=groups)
     correct = total = 0
     for g in np.unique(groups_test):
         rows = np.flatnonzero(groups_test == g)
@@ -57,7 +57,7 @@ def test_grouped_few_shot_accuracy_equals_adapting_each_task(class_tasks):
 def episodic(digits_pool):
     X, y = digits_pool
     train = y < 50  # classes 0..40 for meta-training, 50..70 are novel
-    clf = MetaClassifier(**FAST, n_way=3, k_shot=2, n_query=5, inner_lr=0.1).fit(X[train], y[train])
+    clf = MetaClassifier(head="gradient", **FAST, n_way=3, k_shot=2, n_query=5, inner_lr=0.1).fit(X[train], y[train])
     return clf, X[~train], y[~train]
 
 
@@ -125,6 +125,7 @@ def test_episodic_adaptation_improves_on_novel_classes(digits_pool):
     X, y = digits_pool
     clf = MetaClassifier(
         hidden_layer_sizes=(32,),
+        head="gradient",
         n_way=3,
         k_shot=2,
         n_query=5,

@@ -1,5 +1,6 @@
 """Every constructor argument is documented, once, in both estimators' docstrings."""
 
+import inspect
 import re
 import textwrap
 
@@ -26,8 +27,20 @@ def test_shared_parameters_read_the_same_in_both_estimators():
     shared = set(MetaRegressor().get_params()) & set(MetaClassifier().get_params())
     for name in shared - {"n_support", "n_query"}:  # these two differ: episodes
         assert name in PARAMETERS, name
-        text = textwrap.indent(PARAMETERS[name], "    ")
-        assert text in MetaRegressor.__doc__ and text in MetaClassifier.__doc__, name
+        first, rest = PARAMETERS[name].split("\n", 1)
+        for cls in (MetaRegressor, MetaClassifier):
+            if first.endswith("default=%"):  # a per-estimator default, read from the signature
+                default = inspect.signature(cls).parameters[name].default
+                first_line = first[:-1] + (f'"{default}"' if isinstance(default, str) else repr(default))
+            else:
+                first_line = first
+            assert textwrap.indent(first_line + "\n" + rest, "    ") in cls.__doc__, (cls.__name__, name)
+
+
+def test_per_estimator_defaults_are_documented_as_the_signature_has_them():
+    assert 'head : str, default="ridge"' in MetaRegressor.__doc__
+    assert f'head : str, default="{MetaClassifier().head}"' in MetaClassifier.__doc__
+    assert "default=%" not in MetaRegressor.__doc__ + MetaClassifier.__doc__
 
 
 def test_verbose_documents_what_the_code_does():

@@ -13,14 +13,13 @@ ESTIMATORS = [
 
 
 def _expected_failures(estimator):
-    if isinstance(estimator, MetaRegressor):
-        return {
-            "check_methods_subset_invariance": (
-                "The network computes in float32: a matrix product over a batch of 20 rows and over "
-                "subsets of it round differently, by about 4e-7, above the check's 1e-7 tolerance."
-            )
-        }
-    return {}
+    # Not strict: whether the rounding differences exceed the tolerance depends on the values.
+    return {
+        "check_methods_subset_invariance": (
+            "The network computes in float32: a matrix product over a batch of 20 rows and over "
+            "subsets of it round differently, by about 2e-7 to 4e-7, above the check's 1e-7 tolerance."
+        )
+    }
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)

@@ -2,16 +2,20 @@
 
 import io
 import pickle
+import types
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from sklearn.linear_model import BayesianRidge, Ridge
+from skorch.callbacks import Callback
 from torch import nn
 
 from sklearn_meta import MetaClassifier, MetaRegressor
 from sklearn_meta._engine import Learner, TaskBatch, adapt, meta_gradient
-from sklearn_meta._heads import BayesianRidgeHead, PrototypeHead
+from sklearn_meta._heads import BayesianRidgeHead, PrototypeHead, RidgeClassifierHead
 from sklearn_meta._network import HeadedNetwork
 from sklearn_meta.optim import sgd
 
@@ -21,7 +25,8 @@ from .conftest import FAST
 def _ridge_network(n_features=3, width=5, n_outputs=1, seed=0):
     torch.manual_seed(seed)
     body = nn.Sequential(nn.Linear(n_features, width), nn.Tanh())
-    net = HeadedNetwork(body, nn.Linear(width, n_outputs), BayesianRidgeHead.meta_parameter_names).double()
+    head = nn.Linear(width, n_outputs)
+    net = HeadedNetwork(body, head, BayesianRidgeHead().meta_parameters(head)).double()
     return net, {k: v.detach().clone() for k, v in net.named_parameters()}
 
 
@@ -29,46 +34,78 @@ def _design(features):
     return np.c_[features, np.ones(len(features))]
 
 
-def test_bayesian_ridge_head_equals_sklearn_bayesian_ridge():
+def _head_params(prior, scale, shape=0.0, noise_scale=0.0):
+    """Head meta-parameters: prior mean (features + 1, outputs), prior scale matrix, log noise shape/scale."""
+    return {
+        "head.weight": torch.tensor(prior[:-1].T),
+        "head.bias": torch.tensor(prior[-1]),
+        "prior_scale": torch.tensor(scale),
+        "log_noise_shape": torch.tensor(float(shape), dtype=torch.float64),
+        "log_noise_scale": torch.tensor(float(noise_scale), dtype=torch.float64),
+    }
+
+
+def _nig_reference(design, y, prior, scale, a0, b0, new_design):
+    """Textbook normal-inverse-gamma posterior predictive (Murphy 2007, sec. 7.6), in the weights' own space."""
+    prior_precision = np.linalg.inv(scale @ scale.T)
+    precision = prior_precision + design.T @ design
+    mean = np.linalg.solve(precision, prior_precision @ prior + design.T @ y)
+    a_n = a0 + y.size / 2
+    b_n = b0 + 0.5 * (np.sum(y * y) + np.sum(prior * (prior_precision @ prior)) - np.sum(mean * (precision @ mean)))
+    scale2 = b_n / a_n * (1 + np.sum(new_design * np.linalg.solve(precision, new_design.T).T, axis=1))
+    return mean, 2 * a_n, scale2
+
+
+def test_posterior_mean_equals_sklearn_bayesian_ridge_with_the_same_penalty():
     rng = np.random.RandomState(0)
     features = rng.normal(size=(30, 4))
     y = features @ rng.normal(size=4) + 0.5 + 0.3 * rng.normal(size=30)
     reference = BayesianRidge(fit_intercept=False).fit(_design(features), y)
-    params = {
-        "head.weight": torch.zeros(1, 4, dtype=torch.float64),  # prior mean 0, as BayesianRidge's
-        "head.bias": torch.zeros(1, dtype=torch.float64),
-        "log_prior_precision": torch.tensor(np.log(reference.lambda_)),
-        "log_noise_precision": torch.tensor(np.log(reference.alpha_)),
-    }
+    # prior mean 0 as BayesianRidge's; prior covariance s2 S S^T with S = c I: penalty 1 / c^2 = lambda / alpha
+    scale = np.sqrt(reference.alpha_ / reference.lambda_) * np.eye(5)
+    params = _head_params(np.zeros((5, 1)), scale)
     head = BayesianRidgeHead()
     state = head.observe(head.init(params), torch.tensor(features), torch.tensor(y)[:, None], params)
     solved = head.solve(state, params)
     coef = np.r_[solved["head.weight"].numpy().ravel(), solved["head.bias"].numpy()]
     np.testing.assert_allclose(coef, reference.coef_, rtol=1e-8)
-    new = rng.normal(size=(7, 4))
-    mean, std = reference.predict(_design(new), return_std=True)
+
+
+def test_predictive_distribution_is_the_normal_inverse_gamma_posterior_predictive():
+    rng = np.random.RandomState(3)
+    features, y = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
+    prior, scale = rng.normal(size=(4, 2)), np.eye(4) + 0.3 * rng.normal(size=(4, 4))
+    params = _head_params(prior, scale, shape=0.4, noise_scale=-0.7)
+    a0, b0 = 1 + np.exp(0.4), np.exp(-0.7)
+    head = BayesianRidgeHead()
+    state = head.observe(head.init(params), torch.tensor(features), torch.tensor(y), params)
+    solved = head.solve(state, params)
+    new = rng.normal(size=(5, 3))
+    mean, dof, scale2 = _nig_reference(_design(features), y, prior, scale, a0, b0, _design(new))
+    np.testing.assert_allclose(solved["head.weight"].numpy(), mean[:-1].T, rtol=1e-8)
+    np.testing.assert_allclose(solved["head.bias"].numpy(), mean[-1], rtol=1e-8)
     variance = head.predictive_variance(state, params, torch.tensor(new)).numpy()
-    np.testing.assert_allclose(np.sqrt(variance), std, rtol=1e-8)
-    np.testing.assert_allclose(new @ coef[:4] + coef[4], mean, rtol=1e-8)
+    np.testing.assert_allclose(variance, scale2 * dof / (dof - 2), rtol=1e-8)  # a Student-t's variance
+    y_new = rng.normal(size=(5, 2))
+    expected = -stats.t.logpdf(y_new, dof, loc=_design(new) @ mean, scale=np.sqrt(scale2)[:, None]).mean()
+    learner = types.SimpleNamespace(features=lambda params, x: x)
+    got = head.query_loss(learner, solved, state, torch.tensor(new), torch.tensor(y_new))
+    np.testing.assert_allclose(got.item(), expected, rtol=1e-10)
 
 
 def test_posterior_mean_is_ridge_around_the_meta_learned_head():
     rng = np.random.RandomState(1)
     features, y = rng.normal(size=(6, 8)), rng.normal(size=(6, 2))  # fewer rows than features, two outputs
-    prior = rng.normal(size=(9, 2))
-    alpha, beta = 0.7, 3.0
-    params = {
-        "head.weight": torch.tensor(prior[:8].T),
-        "head.bias": torch.tensor(prior[8]),
-        "log_prior_precision": torch.tensor(np.log(alpha)),
-        "log_noise_precision": torch.tensor(np.log(beta)),
-    }
+    prior, scale = rng.normal(size=(9, 2)), np.diag(rng.uniform(0.2, 2, size=9)) + 0.1 * rng.normal(size=(9, 9))
+    params = _head_params(prior, scale)
     head = BayesianRidgeHead()
     solved = head.solve(head.observe(head.init(params), torch.tensor(features), torch.tensor(y), params), params)
     design = _design(features)
-    ridge = Ridge(alpha=alpha / beta, fit_intercept=False).fit(design, y - design @ prior)
-    np.testing.assert_allclose(solved["head.weight"].numpy(), ridge.coef_[:, :8] + prior[:8].T, rtol=1e-7)
-    np.testing.assert_allclose(solved["head.bias"].numpy(), ridge.coef_[:, 8] + prior[8], rtol=1e-7)
+    # w = m0 + S v, and v is the unit-penalty ridge regression of y - Phi m0 on Phi S
+    ridge = Ridge(alpha=1.0, fit_intercept=False).fit(design @ scale, y - design @ prior)
+    weights = prior + scale @ ridge.coef_.T
+    np.testing.assert_allclose(solved["head.weight"].numpy(), weights[:8].T, rtol=1e-7)
+    np.testing.assert_allclose(solved["head.bias"].numpy(), weights[8], rtol=1e-7)
 
 
 def test_observing_rows_in_several_calls_equals_observing_them_at_once():
@@ -80,30 +117,41 @@ def test_observing_rows_in_several_calls_equals_observing_them_at_once():
     twice, state = adapt(learner, half, {}, state, x[5:], y[5:], 1, serving=True)
     for name in once:
         torch.testing.assert_close(twice[name], once[name])
-    torch.testing.assert_close(state.precision, state_once.precision)
+    for got, expected in zip(state, state_once):
+        torch.testing.assert_close(got, expected)
 
 
 def _reference_ridge_meta_gradient(net, params, batch):
-    """The Gaussian NLL of the query rows, task by task, with explicit inverses (not Cholesky)."""
+    """The Student-t NLL of the query rows before and after the support rows, task by task, with explicit inverses."""
     leaves = list(params.values())
     total = 0.0
+    scale = params["prior_scale"]
+    a0, b0 = 1 + params["log_noise_shape"].exp(), params["log_noise_scale"].exp()
+    prior = torch.cat([params["head.weight"].T, params["head.bias"][None]], 0)
+    prior_precision = torch.linalg.inv(scale @ scale.T)
     for t in range(len(batch.x_support)):
         phi = torch.cat([net.body(batch.x_support[t]), torch.ones(len(batch.x_support[t]), 1, dtype=torch.float64)], 1)
-        alpha, beta = params["log_prior_precision"].exp(), params["log_noise_precision"].exp()
-        prior = torch.cat([params["head.weight"].T, params["head.bias"][None]], 0)
-        covariance = torch.linalg.inv(alpha * torch.eye(phi.shape[1], dtype=torch.float64) + beta * phi.T @ phi)
-        mean = covariance @ (alpha * prior + beta * phi.T @ batch.y_support[t])
+        y = batch.y_support[t]
+        covariance = torch.linalg.inv(prior_precision + phi.T @ phi)
+        mean = covariance @ (prior_precision @ prior + phi.T @ y)
+        a_n = a0 + y.numel() / 2
+        b_n = b0 + 0.5 * ((y * y).sum() + (prior * (prior_precision @ prior)).sum()
+                          - (mean * (torch.linalg.inv(covariance) @ mean)).sum())  # fmt: skip
         phi_q = torch.cat([net.body(batch.x_query[t]), torch.ones(len(batch.x_query[t]), 1, dtype=torch.float64)], 1)
-        mu = phi_q @ mean
-        var = 1 / beta + ((phi_q @ covariance) * phi_q).sum(1, keepdim=True)
-        nll = 0.5 * (torch.log(2 * torch.pi * var) + (batch.y_query[t] - mu) ** 2 / var)
-        total = total + nll.mean() / len(batch.x_support)
+        scale2 = b_n / a_n * (1 + ((phi_q @ covariance) * phi_q).sum(1, keepdim=True))
+        after = torch.distributions.StudentT(2 * a_n, phi_q @ mean, scale2.sqrt())
+        prior_scale2 = b0 / a0 * (1 + ((phi_q @ scale @ scale.T) * phi_q).sum(1, keepdim=True))
+        before = torch.distributions.StudentT(2 * a0, phi_q @ prior, prior_scale2.sqrt())
+        nll = -(before.log_prob(batch.y_query[t]).mean() + after.log_prob(batch.y_query[t]).mean()) / 2
+        total = total + nll / len(batch.x_support)
     return total, torch.autograd.grad(total, leaves)
 
 
 @pytest.mark.parametrize("width", [5, 12], ids=["rows>=features", "woodbury"])
 def test_ridge_head_meta_gradient_matches_task_by_task_reference(width):
     net, params = _ridge_network(width=width)
+    params["prior_scale"] = params["prior_scale"] + 0.2 * torch.randn_like(params["prior_scale"])
+    params["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
     params = {k: v.requires_grad_(True) for k, v in params.items()}
     batch = TaskBatch(*(torch.randn(4, n, d, dtype=torch.float64) for n, d in ((6, 3), (6, 1), (7, 3), (7, 1))))
     learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
@@ -115,8 +163,8 @@ def test_ridge_head_meta_gradient_matches_task_by_task_reference(width):
     ref_loss, ref_grads = _reference_ridge_meta_gradient(net, dict(net.named_parameters()), batch)
     torch.testing.assert_close(loss, ref_loss.detach())
     for (name, got), expected in zip(grads.items(), ref_grads):
-        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10, msg=name)
-        assert got.abs().sum() > 0 or name == "head.bias", name  # everything is meta-learned
+        torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-10, msg=name)
+        assert got.abs().sum() > 0, name  # everything is meta-learned
 
 
 def test_woodbury_path_equals_the_natural_parameter_path():
@@ -124,11 +172,14 @@ def test_woodbury_path_equals_the_natural_parameter_path():
     learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
     xs, ys = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
     xq, yq = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 1, dtype=torch.float64)
-    params["log_prior_precision"] = torch.tensor(0.3, dtype=torch.float64)
-    params["log_noise_precision"] = torch.tensor(1.2, dtype=torch.float64)
+    params["prior_scale"] = params["prior_scale"] * 0.7 + 0.1 * torch.randn_like(params["prior_scale"])
+    params["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
+    params["log_noise_scale"] = torch.tensor(-1.2, dtype=torch.float64)
     adapted, state = adapt(learner, params, {}, learner.init_state(params), xs, ys, 1)
-    natural = learner.query_loss(adapted, state, xq, yq)
-    torch.testing.assert_close(BayesianRidgeHead().fresh_query_loss(learner, params, xs, ys, xq, yq), natural)
+    after = learner.query_loss(adapted, state, xq, yq)
+    before = learner.query_loss(params, learner.init_state(params), xq, yq)  # the prior predictive
+    fresh = BayesianRidgeHead().fresh_query_loss(learner, params, xs, ys, xq, yq)
+    torch.testing.assert_close(fresh, (before + after) / 2)
 
 
 def test_prototype_head_scores_negative_squared_distances():
@@ -168,7 +219,7 @@ def test_regressor_with_ridge_head_end_to_end(sinusoids):
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict(X_test[10:20], return_std=True)[1], std)
     with pytest.raises(ValueError, match="return_std=True needs head='ridge'"):
-        MetaRegressor(**FAST).fit(X, y, groups=groups).predict(X_test, return_std=True)
+        MetaRegressor(**FAST, head="gradient").fit(X, y, groups=groups).predict(X_test, return_std=True)
 
 
 def test_closed_form_head_needs_a_network_ending_in_a_linear_layer(sinusoids):
@@ -189,25 +240,129 @@ def test_closed_form_head_needs_a_network_ending_in_a_linear_layer(sinusoids):
 @pytest.mark.parametrize("adapt_params, adapted", [("head", {"2.weight", "2.bias"}), (["0.bias"], {"0.bias"})])
 def test_adapt_params_selects_what_adapts(sinusoids, adapt_params, adapted):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, adapt_params=adapt_params, inner_lr=0.1).fit(X, y, groups=groups)
+    est = MetaRegressor(**FAST, head="gradient", adapt_params=adapt_params, inner_lr=0.1).fit(X, y, groups=groups)
     meta = est.module_.meta_params()
     est.partial_adapt(X_test[:10], y_test[:10])
     changed = {name for name, value in est.adapted_params_.items() if not torch.equal(value, meta[name])}
     assert changed == adapted
 
 
-def test_classifier_with_prototype_head_in_episodes(digits_pool):
+def _classifier_params(prior, ridge, logit_scale):
+    return {
+        "head.weight": torch.tensor(prior[:-1].T),
+        "head.bias": torch.tensor(prior[-1]),
+        "log_ridge": torch.tensor(np.log(ridge), dtype=torch.float64),
+        "log_logit_scale": torch.tensor(np.log(logit_scale), dtype=torch.float64),
+    }
+
+
+def test_ridge_classifier_head_is_ridge_regression_of_one_hot_labels():
+    rng = np.random.RandomState(4)
+    features, y = rng.normal(size=(12, 5)), np.array([0, 1, 2, 3] * 3)
+    prior = rng.normal(size=(6, 4))  # 4 classes; the prior: the meta-learned head's logits
+    params = _classifier_params(prior, ridge=0.8, logit_scale=3.0)
+    head = RidgeClassifierHead()
+    state = head.observe(head.init(params), torch.tensor(features), torch.tensor(y), params)
+    solved = head.solve(state, params)
+    design = _design(features)
+    # shrunk towards the prior divided by the scale: ridge on the residual targets, shifted
+    ridge = Ridge(alpha=0.8, fit_intercept=False).fit(design, np.eye(4)[y] - design @ prior / 3.0)
+    weights = 3.0 * (ridge.coef_.T + prior / 3.0)
+    np.testing.assert_allclose(solved["head.weight"].numpy(), weights[:-1].T, rtol=1e-8)
+    np.testing.assert_allclose(solved["head.bias"].numpy(), weights[-1], rtol=1e-8)
+    # no rows: the meta-learned head itself
+    unadapted = head.solve(head.init(params), params)
+    np.testing.assert_allclose(unadapted["head.weight"].numpy(), prior[:-1].T, rtol=1e-10)
+
+
+def _reference_ridge_classifier_meta_gradient(net, params, batch):
+    """Cross-entropy of the query rows, task by task, with the primal solve and an explicit inverse."""
+    leaves, total = list(params.values()), 0.0
+    ridge, scale = params["log_ridge"].exp(), params["log_logit_scale"].exp()
+    prior = torch.cat([params["head.weight"].T, params["head.bias"][None]], 0) / scale
+    for t in range(len(batch.x_support)):
+        phi = torch.cat([net.body(batch.x_support[t]), torch.ones(len(batch.x_support[t]), 1, dtype=torch.float64)], 1)
+        targets = torch.nn.functional.one_hot(batch.y_support[t], prior.shape[1]).double()
+        weights = torch.linalg.inv(phi.T @ phi + ridge * torch.eye(phi.shape[1], dtype=torch.float64)) @ (
+            phi.T @ targets + ridge * prior
+        )
+        phi_q = torch.cat([net.body(batch.x_query[t]), torch.ones(len(batch.x_query[t]), 1, dtype=torch.float64)], 1)
+        total = total + torch.nn.functional.cross_entropy(scale * phi_q @ weights, batch.y_query[t]) / len(
+            batch.x_support
+        )
+    return total, torch.autograd.grad(total, leaves)
+
+
+@pytest.mark.parametrize("width", [5, 12], ids=["rows>=features", "dual"])
+def test_ridge_classifier_meta_gradient_matches_task_by_task_reference(width):
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(3, width), nn.Tanh())
+    head_layer = nn.Linear(width, 3)
+    net = HeadedNetwork(body, head_layer, RidgeClassifierHead().meta_parameters(head_layer)).double()
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    y_support = torch.tensor([0, 1, 2, 0, 1, 2]).repeat(4, 1)
+    y_query = torch.tensor([0, 1, 2, 2, 1, 0, 0]).repeat(4, 1)
+    batch = TaskBatch(
+        torch.randn(4, 6, 3, dtype=torch.float64), y_support, torch.randn(4, 7, 3, dtype=torch.float64), y_query
+    )
+    learner = Learner(net, {}, torch.nn.functional.cross_entropy, sgd(), head=RidgeClassifierHead())
+    loss, grads, _ = meta_gradient(learner, params, {}, batch, 1)
+    ref_loss, ref_grads = _reference_ridge_classifier_meta_gradient(net, dict(net.named_parameters()), batch)
+    torch.testing.assert_close(loss, ref_loss.detach())
+    for (name, got), expected in zip(grads.items(), ref_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-10, msg=name)
+        assert got.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("head", ["ridge", "prototypes"])
+def test_classifier_with_closed_form_head_in_episodes(digits_pool, head):
     X, y = digits_pool
     train = y < 50
-    clf = MetaClassifier(**FAST, n_way=3, k_shot=2, head="prototypes").fit(X[train], y[train])
+    clf = MetaClassifier(**FAST, n_way=3, k_shot=2, head=head).fit(X[train], y[train])
     support = np.concatenate([np.flatnonzero(y == c)[:2] for c in (50, 60, 70)])
     query = np.concatenate([np.flatnonzero(y == c)[2:] for c in (50, 60, 70)])
     clf.partial_adapt(X[support], y[support])
     assert clf.classes_.tolist() == [50, 60, 70]
     proba = clf.predict_proba(X[query])
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-6)
-    assert (clf.predict(X[query]) == y[query]).mean() > 0.9  # well-separated clusters: prototypes nail them
+    assert (clf.predict(X[query]) == y[query]).mean() > 0.9  # well-separated clusters: closed forms nail them
     assert 0 <= clf.score(X[~train], y[~train]) <= 1
     buffer = io.BytesIO()
     pickle.dump(clf, buffer)
     np.testing.assert_array_equal(pickle.loads(buffer.getvalue()).predict_proba(X[query]), proba)
+
+
+def test_ridge_head_prior_is_on_the_targets_scale(sinusoids):
+    X, y, groups, X_test, *_ = sinusoids
+    unit = MetaRegressor(**{**FAST, "max_iter": 0}, head="ridge").fit(X, y, groups=groups)
+    thousand = MetaRegressor(**{**FAST, "max_iter": 0}, head="ridge").fit(X, 1000 * y, groups=groups)
+    # before any adaptation the predictive spread is the prior's, whose noise scale starts at var(y)
+    ratio = thousand.predict(X_test[:5], return_std=True)[1] / unit.predict(X_test[:5], return_std=True)[1]
+    np.testing.assert_allclose(ratio, 1000, rtol=1e-4)
+
+
+def test_closed_form_head_meta_parameters_learn_faster(sinusoids):
+    X, y, groups, *_ = sinusoids
+    seen = {}
+
+    class Record(Callback):
+        def on_train_begin(self, net, **kwargs):
+            names = {id(p): n for n, p in net.module_.named_parameters()}
+            for group in net.optimizer_.param_groups:
+                for p in group["params"]:
+                    seen[names[id(p)]] = group["lr"]
+
+    MetaRegressor(**FAST, head="ridge", meta_lr=0.002, callbacks=[Record()]).fit(X, y, groups=groups)
+    head_names = {"network.prior_scale", "network.log_noise_shape", "network.log_noise_scale"}
+    assert {n: lr for n, lr in seen.items() if n in head_names} == dict.fromkeys(head_names, 0.02)
+    assert set(seen.values()) == {0.002, 0.02} and len(seen) > len(head_names)
+
+
+def test_gradient_arguments_with_a_closed_form_head_are_reported_unused(sinusoids):
+    X, y, groups, *_ = sinusoids
+    with pytest.warns(UserWarning, match=r"head='ridge' fits the last layer in closed form, so inner_lr, inner_steps"):
+        MetaRegressor(**FAST, head="ridge", inner_lr=0.5, inner_steps=3).fit(X, y, groups=groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults, and the same arguments with head="gradient": no warning
+        MetaRegressor(**FAST, head="ridge").fit(X, y, groups=groups)
+        MetaRegressor(**FAST, head="gradient", inner_lr=0.5, inner_steps=3).fit(X, y, groups=groups)

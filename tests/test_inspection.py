@@ -25,7 +25,7 @@ def test_training_curve_reads_the_history(sinusoids):
 
 def test_adaptation_curve_measures_query_error_per_step(sinusoids):
     X, y, groups, X_test, y_test, groups_test = sinusoids
-    est = MetaRegressor(**FAST).fit(X, y, groups=groups)
+    est = MetaRegressor(**FAST, head="gradient").fit(X, y, groups=groups)
     baseline = DummyRegressor().fit(X, y)
     display = AdaptationCurveDisplay.from_estimator(
         est, X_test, y_test, groups_test, steps=[0, 2], baseline=baseline, plot=False
@@ -44,6 +44,17 @@ def test_adaptation_curve_measures_query_error_per_step(sinusoids):
     assert display.errors[1] == pytest.approx(np.mean(squared), rel=1e-4)
     assert display.baseline_error == pytest.approx(np.mean((y.mean() - y_test[query]) ** 2))
     assert est.adapted_params_ is None and est.adapt_steps is None  # the estimator is untouched
+
+
+def test_adaptation_curve_of_a_closed_form_head_is_flat_after_zero_steps(sinusoids):
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    est = MetaRegressor(**FAST, head="ridge").fit(X, y, groups=groups)
+    display = AdaptationCurveDisplay.from_estimator(est, X_test, y_test, groups_test, steps=[0, 1, 3], plot=False)
+    query = np.arange(len(y_test)) % 20 >= 10
+    assert display.errors[0] == pytest.approx(np.mean((est.predict(X_test[query]) - y_test[query]) ** 2), rel=1e-5)
+    # one solve on the support rows, whatever the number of steps (and zero steps: none)
+    assert display.errors[1] == pytest.approx(display.errors[2], rel=1e-6)
+    assert display.errors[1] != pytest.approx(display.errors[0], rel=1e-3)
 
 
 def test_classifier_curve_is_an_error_rate(class_tasks):

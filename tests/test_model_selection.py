@@ -45,7 +45,10 @@ def test_grid_search_routes_training_tasks_to_fit_and_held_out_tasks_to_score(si
     X, y, groups, *_ = sinusoids
     CALLS.clear()
     search = GridSearchCV(
-        RecordingRegressor(**FAST), {"inner_optimizer": ["sgd", "meta-sgd"]}, cv=GroupKFold(3), refit=True
+        RecordingRegressor(**FAST, head="gradient"),
+        {"inner_optimizer": ["sgd", "meta-sgd"]},
+        cv=GroupKFold(3),
+        refit=True,
     )
     search.fit(X, y, groups=groups)
     fits = [g for kind, g in CALLS if kind == "fit"]
@@ -62,7 +65,9 @@ def test_grid_search_routes_training_tasks_to_fit_and_held_out_tasks_to_score(si
 
 def test_grid_search_without_routing_warns_that_groups_were_dropped(sinusoids):
     X, y, groups, *_ = sinusoids
-    search = GridSearchCV(MetaRegressor(**{**FAST, "max_iter": 2}), {"inner_lr": [0.01]}, cv=GroupKFold(2))
+    search = GridSearchCV(
+        MetaRegressor(head="gradient", **{**FAST, "max_iter": 2}), {"inner_lr": [0.01]}, cv=GroupKFold(2)
+    )
     with pytest.warns(SingleTaskWarning, match="enable_metadata_routing"):
         search.fit(X, y, groups=groups)
 
@@ -85,7 +90,7 @@ def test_pipeline_with_a_scaler(sinusoids, routing):
 
 
 def test_get_params_set_params_and_clone():
-    est = MetaRegressor(inner_optimizer="adam", inner_steps=5, n_support=0.5, callbacks=[])
+    est = MetaRegressor(head="gradient", inner_optimizer="adam", inner_steps=5, n_support=0.5, callbacks=[])
     params = est.get_params()
     assert params["inner_optimizer"] == "adam" and params["n_support"] == 0.5
     twin = clone(est)

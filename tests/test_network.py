@@ -113,7 +113,7 @@ def test_build_network_refuses_other_norms_with_running_statistics():
 @pytest.mark.parametrize("norm", ["layer", "group"])
 def test_per_row_norms_fit_adapt_and_predict_row_by_row(tasks, norm):
     X, y, groups = tasks
-    est = MetaRegressor(module=NormNet, module_kwargs={"norm": norm}, **SMALL).fit(X, y, groups=groups)
+    est = MetaRegressor(module=NormNet, module_kwargs={"norm": norm}, head="gradient", **SMALL).fit(X, y, groups=groups)
     assert np.isfinite(est.loss_curve_).all()
     assert np.isfinite(est.score(X, y, groups=groups))
     for _ in range(2):  # meta-learned, then adapted on a single row

@@ -187,7 +187,9 @@ class MomentumSGD:
 def test_user_optimizer_plugs_into_the_estimator(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
     assert isinstance(MomentumSGD(), InnerOptimizer)
-    est = MetaRegressor(inner_optimizer=MomentumSGD(), hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    est = MetaRegressor(
+        inner_optimizer=MomentumSGD(), head="gradient", hidden_layer_sizes=(8,), max_iter=3, random_state=0
+    )
     est.fit(X, y, groups=groups)
     before = est.predict(X_test[:5])
     est.partial_adapt(X_test[:10], y_test[:10])
@@ -198,7 +200,7 @@ def test_user_optimizer_plugs_into_the_estimator(sinusoids):
 def test_named_tuple_state_survives_pickling(sinusoids):
     # Bug: the saved state rebuilt named tuples with type(tree)(generator), which fails.
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, inner_optimizer=MomentumSGD(lr=0.05)).fit(X, y, groups=groups)
+    est = MetaRegressor(**FAST, head="gradient", inner_optimizer=MomentumSGD(lr=0.05)).fit(X, y, groups=groups)
     est.partial_adapt(X_test[:10], y_test[:10])
     buffer = io.BytesIO()
     joblib.dump(est, buffer)
@@ -213,7 +215,9 @@ def test_named_tuple_state_survives_pickling(sinusoids):
 def test_chained_and_masked_optimizers_fit_adapt_clone_and_pickle(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
     opt = chain(clip_by_global_norm(10.0), masked(scale_by_learned_rate(0.05), ["2.*"]))
-    est = MetaRegressor(**FAST, inner_optimizer=opt).fit(X, y, groups=groups)  # MLP "0" -> relu -> head "2"
+    est = MetaRegressor(**FAST, head="gradient", inner_optimizer=opt).fit(
+        X, y, groups=groups
+    )  # MLP "0" -> relu -> head "2"
     assert clone(est).get_params()["inner_optimizer"] == opt
     rates = est.module_.inner_meta()[1]
     assert set(rates) == {"2.weight", "2.bias"}  # Meta-SGD rates for the head only
@@ -237,7 +241,7 @@ def test_head_only_newton_fits_adapts_and_pickles(sinusoids):
     from sklearn_meta.optim import newton
 
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, inner_optimizer=newton(), adapt_params="head").fit(X, y, groups=groups)
+    est = MetaRegressor(head="gradient", **FAST, inner_optimizer=newton(), adapt_params="head").fit(X, y, groups=groups)
     assert set(est.module_.inner_meta()) == {"log_damping"}
     before = est.predict(X_test[10:20])
     est.partial_adapt(X_test[:10], y_test[:10])

@@ -33,7 +33,7 @@ def _walk(value):
 @pytest.mark.parametrize("inner_optimizer", ["sgd", "adam", "meta-sgd"])
 def test_joblib_roundtrip_of_fitted_and_adapted_models(sinusoids, inner_optimizer):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, inner_optimizer=inner_optimizer).fit(X, y, groups=groups)
+    est = MetaRegressor(head="gradient", **FAST, inner_optimizer=inner_optimizer).fit(X, y, groups=groups)
     np.testing.assert_array_equal(_roundtrip(est).predict(X_test), est.predict(X_test))
     est.partial_adapt(X_test[:10], y_test[:10])
     loaded = _roundtrip(est)
@@ -47,7 +47,11 @@ def test_joblib_roundtrip_of_fitted_and_adapted_models(sinusoids, inner_optimize
 
 def test_saved_state_holds_only_numpy_and_plain_python(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, inner_optimizer="adam").fit(X, y, groups=groups).partial_adapt(X_test[:10], y_test[:10])
+    est = (
+        MetaRegressor(head="gradient", **FAST, inner_optimizer="adam")
+        .fit(X, y, groups=groups)
+        .partial_adapt(X_test[:10], y_test[:10])
+    )
     state = est.__getstate__()
     assert not any(isinstance(v, (torch.Tensor, torch.nn.Module)) for v in _walk(state))
     assert isinstance(state["history_"], list)
@@ -58,7 +62,7 @@ def test_saved_state_holds_only_numpy_and_plain_python(sinusoids):
 def test_skops_finds_no_untrusted_type_outside_the_package(class_tasks):
     sio = pytest.importorskip("skops.io")
     X, y, groups, X_test, y_test, _ = class_tasks
-    clf = MetaClassifier(**FAST, inner_optimizer="meta-sgd").fit(X, y, groups=groups)
+    clf = MetaClassifier(head="gradient", **FAST, inner_optimizer="meta-sgd").fit(X, y, groups=groups)
     clf.partial_adapt(X_test[:10], y_test[:10])
     data = sio.dumps(clf)
     untrusted = sio.get_untrusted_types(data=data)
@@ -82,7 +86,7 @@ def test_a_model_fitted_on_a_gpu_loads_on_a_machine_without_one(sinusoids):
 
 
 def test_unfitted_estimator_roundtrip():
-    est = MetaRegressor(inner_steps=3)
+    est = MetaRegressor(head="gradient", inner_steps=3)
     assert _roundtrip(est).get_params() == est.get_params()
 
 

@@ -90,7 +90,9 @@ def test_group_labels_and_row_order_do_not_matter(sinusoids):
 @pytest.mark.parametrize("first_order", [False, True])
 def test_each_algorithm_trains_and_adapts(sinusoids, inner_optimizer, first_order):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**{**FAST, "max_iter": 3}, inner_optimizer=inner_optimizer, first_order=first_order)
+    est = MetaRegressor(
+        head="gradient", **{**FAST, "max_iter": 3}, inner_optimizer=inner_optimizer, first_order=first_order
+    )
     est.fit(X, y, groups=groups)
     before = est.predict(X_test[10:20])
     est.partial_adapt(X_test[:10], y_test[:10])
@@ -99,7 +101,9 @@ def test_each_algorithm_trains_and_adapts(sinusoids, inner_optimizer, first_orde
 
 def test_meta_sgd_learns_and_keeps_its_learning_rates(sinusoids):
     X, y, groups, *_ = sinusoids
-    est = MetaRegressor(**FAST, inner_optimizer="meta-sgd", inner_lr=0.05, meta_lr=1e-2).fit(X, y, groups=groups)
+    est = MetaRegressor(**FAST, head="gradient", inner_optimizer="meta-sgd", inner_lr=0.05, meta_lr=1e-2).fit(
+        X, y, groups=groups
+    )
     rates = est.module_.inner_meta()
     assert set(rates) == {name for name, _ in est.module_.network.named_parameters()}
     assert not torch.allclose(rates["0.weight"], torch.full_like(rates["0.weight"], 0.05))
@@ -120,7 +124,9 @@ def test_partial_adapt_continues_where_it_left_off(sinusoids, inner_optimizer):
     # Two calls of one step equal one call of two steps: the adapted parameters and
     # the inner optimizer's state (Adam's moments) are carried between calls.
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, inner_optimizer=inner_optimizer, inner_lr=0.05).fit(X, y, groups=groups)
+    est = MetaRegressor(**FAST, head="gradient", inner_optimizer=inner_optimizer, inner_lr=0.05).fit(
+        X, y, groups=groups
+    )
     twice = clone(est).set_params(adapt_steps=1)
     twice.__setstate__(est.__getstate__())
     twice.set_params(adapt_steps=1).partial_adapt(X_test[:10], y_test[:10]).partial_adapt(X_test[:10], y_test[:10])
@@ -130,7 +136,7 @@ def test_partial_adapt_continues_where_it_left_off(sinusoids, inner_optimizer):
 
 def test_adaptation_fits_the_support_rows(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, adapt_steps=50, inner_lr=0.02).fit(X, y, groups=groups)
+    est = MetaRegressor(head="gradient", **FAST, adapt_steps=50, inner_lr=0.02).fit(X, y, groups=groups)
     error_before = np.mean((est.predict(X_test[:10]) - y_test[:10]) ** 2)
     est.partial_adapt(X_test[:10], y_test[:10])
     assert np.mean((est.predict(X_test[:10]) - y_test[:10]) ** 2) < 0.5 * error_before
@@ -164,7 +170,7 @@ def test_predict_before_adaptation_is_the_meta_learned_network(sinusoids):
 
 def test_few_shot_score_equals_adapting_each_task_separately(sinusoids):
     X, y, groups, X_test, y_test, groups_test = sinusoids
-    est = MetaRegressor(**FAST, adapt_steps=3).fit(X, y, groups=groups)
+    est = MetaRegressor(head="gradient", **FAST, adapt_steps=3).fit(X, y, groups=groups)
     residual, total = 0.0, 0.0
     for g in np.unique(groups_test):
         rows = np.flatnonzero(groups_test == g)
@@ -240,7 +246,7 @@ class TinyLinear(torch.nn.Module):
 def test_user_module_class(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
     settings = {k: v for k, v in FAST.items() if k != "hidden_layer_sizes"}
-    est = MetaRegressor(module=TinyLinear, module_kwargs={"scale": 2.0}, **settings)
+    est = MetaRegressor(module=TinyLinear, module_kwargs={"scale": 2.0}, head="gradient", **settings)
     est.fit(X, y, groups=groups).partial_adapt(X_test[:10], y_test[:10])
     assert isinstance(est.module_.network, TinyLinear) and est.module_.network.scale == 2.0
     assert est.predict(X_test).shape == (len(X_test),)

@@ -28,7 +28,10 @@ def test_grid_search_in_two_processes(sinusoids):
     for n_jobs in (1, 2):
         with sklearn.config_context(enable_metadata_routing=True):
             searches[n_jobs] = GridSearchCV(
-                MetaRegressor(**{**FAST, "max_iter": 3}), {"inner_steps": [1, 2]}, cv=GroupKFold(2), n_jobs=n_jobs
+                MetaRegressor(head="gradient", **{**FAST, "max_iter": 3}),
+                {"inner_steps": [1, 2]},
+                cv=GroupKFold(2),
+                n_jobs=n_jobs,
             ).fit(X, y, groups=groups)
     # Worker processes fit and score the same seeded models as the main process does.
     serial, parallel = searches[1].cv_results_, searches[2].cv_results_
@@ -40,7 +43,7 @@ def test_grid_search_in_two_processes(sinusoids):
 
 def test_adaptation_cycles_do_not_grow_memory(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, inner_optimizer="adam").fit(X, y, groups=groups)
+    est = MetaRegressor(head="gradient", **FAST, inner_optimizer="adam").fit(X, y, groups=groups)
 
     def cycles(n):
         for _ in range(n):

@@ -12,6 +12,9 @@ from sklearn_meta.exceptions import NonFiniteLossWarning
 
 from .conftest import FAST
 
+# The training loop's mechanics, on the gradient path (one meta learning rate, inner steps).
+FAST = {**FAST, "head": "gradient"}
+
 
 class Recorder(Callback):
     def initialize(self):
@@ -396,3 +399,13 @@ def test_parameter_names_with_double_underscores_survive_meta_sgd(sinusoids):
     assert set(est.module_.inner_meta()) == names == {"enc__0.weight", "enc__0.bias", "out.weight", "out.bias"}
     before = est.predict(X_test)
     assert not np.allclose(est.partial_adapt(X_test[:10], y_test[:10]).predict(X_test), before)
+
+
+def test_non_finite_features_of_a_closed_form_head_stop_training_with_a_warning(sinusoids):
+    # a NaN reaching the ridge head's Cholesky factorisation is a non-finite loss, not a linear-algebra error
+    X, y, groups, *_ = sinusoids
+    with pytest.warns(NonFiniteLossWarning, match="non-finite at iteration 4"):
+        est = MetaRegressor(**{**FAST, "head": "ridge", "max_iter": 20}, callbacks=[PoisonAt(3)])
+        est.fit(X, y, groups=groups)
+    assert est.n_iter_ == 3 and all(np.isfinite(est.loss_curve_))
+    assert all(torch.isfinite(p).all() for p in est.module_.parameters())
