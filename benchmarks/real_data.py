@@ -124,19 +124,21 @@ from sklearn_meta.optim import newton
 # MetaRegressor configurations: name -> keyword arguments on top of COMMON_META, one line each, e.g.
 # "ridge head": {"head": "ridge"}. One that the installed MetaRegressor rejects is skipped with a note.
 CONFIGS: dict[str, dict] = {
-    "MAML": {"inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 5},
-    "Meta-SGD": {"inner_optimizer": "meta-sgd", "inner_lr": 0.05, "inner_steps": 1, "max_grad_norm": 1.0},
-    "default": {},
-    "ridge head": {"head": "ridge"},
-    "Newton head": {"inner_optimizer": newton(), "adapt_params": "head"},
-    "ANIL": {"adapt_params": "head", "inner_lr": 0.1, "inner_steps": 5},
+    "default": {},  # head="ridge": the Bayesian ridge head on a (40, 40) MLP body
+    "linear ridge head": {"hidden_layer_sizes": ()},  # no body: a mixed model with a learned prior
+    "Meta-SGD": {"head": "gradient", "inner_optimizer": "meta-sgd", "inner_lr": 0.05, "max_grad_norm": 1.0},
+    "MAML": {"head": "gradient", "inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 5},
+    "ANIL": {"head": "gradient", "adapt_params": "head", "inner_lr": 0.1, "inner_steps": 5},
+    "Newton head": {"head": "gradient", "inner_optimizer": newton(), "adapt_params": "head"},
 }
+#: The configurations run by default (the others: --configs).
+DEFAULT_CONFIGS = ["default", "linear ridge head", "Meta-SGD"]
 # Set for every configuration (a configuration may override them); n_support, max_iter and
 # random_state are set per run.
 COMMON_META = {"hidden_layer_sizes": (40, 40)}
 
 SHOTS = (3, 5, 10)
-DEFAULT_MAX_ITER = 500  # 5 seeds: ~14 minutes on 2 idle cores with 2 jobs (see the docstring)
+DEFAULT_MAX_ITER = 1000  # the estimators' default; 5 seeds: ~20 minutes on 2 idle cores with 2 jobs
 QUICK_MAX_ITER = 100
 TRAIN_FRACTION = 0.7
 BASELINES = ["HGB pooled", "HGB + group offset", "ridge on K rows", "GP on K rows", "MixedLM (BLUP)"]
@@ -624,13 +626,18 @@ def main(argv=None):
     parser.add_argument(
         "--configs",
         nargs="+",
-        default=list(CONFIGS),
+        default=DEFAULT_CONFIGS,
         choices=list(CONFIGS),
-        help="MetaRegressor configurations (default: all of CONFIGS)",
+        help=f"MetaRegressor configurations (default: {', '.join(DEFAULT_CONFIGS)}; all: {', '.join(CONFIGS)})",
     )
     parser.add_argument("--jobs", type=int, default=2, help="parallel processes, one per (data set, seed) (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS / OpenMP threads per process (default 1)")
     parser.add_argument("--output", default="real_data", help="result name under benchmarks/results/")
+    parser.add_argument(
+        "--digits", choices=["full", "quick", "none"], default=None,
+        help="then the novel-digits classification table (benchmarks/digits_episodes.py; default: quick with "
+        "--quick, else full)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds if args.seeds is not None else (2 if args.quick else 5)))
     max_iter = args.max_iter if args.max_iter is not None else (QUICK_MAX_ITER if args.quick else DEFAULT_MAX_ITER)
@@ -749,6 +756,10 @@ def main(argv=None):
     )
     print(text)
     print(f"written to {path} and {path.with_suffix('.json')}")
+    if (args.digits or ("quick" if args.quick else "full")) != "none":
+        import digits_episodes
+
+        digits_episodes.main(["--quick"] if (args.digits or ("quick" if args.quick else "full")) == "quick" else [])
 
 
 if __name__ == "__main__":
