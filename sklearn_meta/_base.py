@@ -223,12 +223,9 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
     #: Arguments of the inner gradient steps: a closed-form head does not use them.
     _GRADIENT_ARGUMENTS = ("adapt_params", "inner_optimizer", "inner_lr", "inner_steps", "adapt_steps", "first_order")
 
-    #: The ``head`` argument's values that name a different closed form than ``_heads.HEADS``'s key.
-    _HEAD_KEYS: dict = {}
-
     def _head_key(self) -> str:
-        """The key of ``_heads.HEADS`` that the ``head`` argument selects."""
-        return self._HEAD_KEYS.get(self.head, self.head)
+        """The key of ``_heads.HEADS`` that the ``head`` argument selects (an estimator may refine it)."""
+        return self.head
 
     def _check_head_arguments(self) -> None:
         """Warn when arguments that only the gradient head uses are set with a closed-form head."""

@@ -143,7 +143,12 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         "n_score_episodes": [Interval(Integral, 1, None, closed="left")],
         "head": [StrOptions({"gradient", "prototypes", "ridge"})],
     }
-    _HEAD_KEYS = {"ridge": "ridge_classifier"}
+    def _head_key(self) -> str:
+        # Episodes permute the labels in every task: the ridge head then shrinks towards zero, not
+        # towards a meta-learned last layer whose output units mean nothing from one task to the next.
+        if self.head == "ridge":
+            return "ridge_classifier" if self.n_way is None else "ridge_classifier_episodes"
+        return self.head
 
     def __init__(
         self,

@@ -57,9 +57,11 @@ head : str, default=%
       rows keeps the meta-learned last layer.
 
     - ``"ridge"`` (``MetaClassifier``): ridge regression of the one-hot
-      labels on the features, shrunk towards the meta-learned last layer,
-      times a logit scale (R2-D2); the penalty and the scale are
-      meta-learned. Unlike prototypes it needs no scaling of the inputs.
+      labels on the features, times a logit scale (R2-D2); the penalty and
+      the scale are meta-learned. With grouped tasks it shrinks towards the
+      meta-learned last layer; in episodes (``n_way``), whose labels are
+      task-local, towards zero. Unlike prototypes it needs no scaling of
+      the inputs.
 
     The defaults (``"ridge"`` for both estimators) were chosen from the
     measurements in ``benchmarks/``: on the multilevel data sets and the

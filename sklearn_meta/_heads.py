@@ -295,11 +295,15 @@ class RidgeClassifierHead:
     of the one-hot targets ``Y`` of the support rows, shrunk towards
     ``M = m0 / s``; the logits are ``s [phi, 1] W``. Before any row (and for
     a class without rows, mostly) the logits are the meta-learned head's
-    ``m0``. Meta-learned: the penalty ``lam = exp(log_ridge)`` and the logit
-    scale ``s = exp(log_logit_scale)`` (Bertinetto et al. 2019), at
+    ``m0``. With ``shrink_to_head=False`` the shrinkage is towards zero
+    (``M = 0``), as in R2-D2: for episodes, whose labels are permuted in
+    every task, so that no output unit has a meaning to remember.
+    Meta-learned: the penalty ``lam = exp(log_ridge)`` and the logit scale
+    ``s = exp(log_logit_scale)`` (Bertinetto et al. 2019), at
     ``meta_lr_factor`` times the meta learning rate. Solves in float64.
     """
 
+    shrink_to_head: bool = True
     meta_lr_factor = 10.0
 
     def meta_parameters(self, head) -> dict:
@@ -308,6 +312,8 @@ class RidgeClassifierHead:
 
     def init(self, params) -> RidgeClassifierState:
         prior = (_prior_mean(params) / params["log_logit_scale"].exp()).double()
+        if not self.shrink_to_head:
+            prior = torch.zeros_like(prior)
         return RidgeClassifierState(prior, prior.new_zeros(prior.shape[0], prior.shape[0]), torch.zeros_like(prior))
 
     def observe(self, state: RidgeClassifierState, features: Tensor, y: Tensor, params) -> RidgeClassifierState:
@@ -359,4 +365,5 @@ HEADS = {
     "ridge": BayesianRidgeHead(),
     "prototypes": PrototypeHead(),
     "ridge_classifier": RidgeClassifierHead(),
+    "ridge_classifier_episodes": RidgeClassifierHead(shrink_to_head=False),
 }

@@ -366,3 +366,16 @@ def test_gradient_arguments_with_a_closed_form_head_are_reported_unused(sinusoid
         warnings.simplefilter("error")  # the defaults, and the same arguments with head="gradient": no warning
         MetaRegressor(**FAST, head="ridge").fit(X, y, groups=groups)
         MetaRegressor(**FAST, head="gradient", inner_lr=0.5, inner_steps=3).fit(X, y, groups=groups)
+
+
+def test_episodic_ridge_classifier_shrinks_towards_zero(digits_pool, class_tasks):
+    # in episodes the labels are permuted in every task: the meta-learned last layer is no prior
+    X, y = digits_pool
+    episodic = MetaClassifier(**FAST, n_way=3, k_shot=2).fit(X[y < 50], y[y < 50])
+    head = episodic._learner().head
+    assert isinstance(head, RidgeClassifierHead) and not head.shrink_to_head
+    state = head.init(episodic.module_.meta_params())
+    assert not state.prior.any()
+    Xc, yc, gc, *_ = class_tasks
+    grouped = MetaClassifier(**FAST).fit(Xc, yc, groups=gc)
+    assert grouped._learner().head.shrink_to_head
