@@ -143,6 +143,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         "n_score_episodes": [Interval(Integral, 1, None, closed="left")],
         "head": [StrOptions({"gradient", "prototypes", "ridge"})],
     }
+
     def _head_key(self) -> str:
         # Episodes permute the labels in every task: the ridge head then shrinks towards zero, not
         # towards a meta-learned last layer whose output units mean nothing from one task to the next.
