@@ -676,6 +676,7 @@ def main(argv=None):
                         help="only these grid cells, e.g. 1:so:25 5:fo:100 (so/fo = second/first order)")
     parser.add_argument("--skip-check", action="store_true", help="skip the correctness checks")
     parser.add_argument("--skip-serving", action="store_true", help="skip partial_adapt / predict / score")
+    parser.add_argument("--skip-throughput", action="store_true", help="skip the fit throughput grid against peers")
     parser.add_argument("--skip-methods", action="store_true", help="skip the cost of ANIL and the ridge head")
     parser.add_argument("--profile", action="store_true", help="also cProfile one fit (see --profile-cell)")
     parser.add_argument("--profile-cell", type=int, nargs=3, default=(1, 0, 25), metavar=("STEPS", "FIRST_ORDER", "B"))
@@ -716,50 +717,52 @@ def main(argv=None):
         print("\n\n".join(sections), flush=True)
         print(f"checks: {time.perf_counter() - t:.1f} s", flush=True)
 
-    t = time.perf_counter()
-    cells, keys, times = throughput(args, status, data, tensors)
-    throughput_s = time.perf_counter() - t
-    table, ratios, rows = {}, {}, []
-    for cell in cells:
-        table[cell] = {k: tasks_per_second(cell, k, times, args) for k in keys}
-        per_update, overhead, ours_rounds = ours_per_update(cell, times, args)
-        table[cell]["ours"] = per_update
-        ratios[cell] = {k: paired_ratio(cell, k, times, args, ours_rounds) for k in keys[1:]}
-        n, fo, b = cell
-        row = [n, "first" if fo else "second", b, fmt(per_update), fmt(tasks_per_second(cell, "ours", times, args)),
-               f"{overhead * 1e3:.0f}"]
-        for key in PEERS:
-            row.append(fmt(table[cell][key]) if key in keys else "n/a")
-        for key in PEERS:
-            row.append(fmt(ratios[cell][key], 2) if key in keys else "n/a")
-        rows.append(row)
-    header = (["inner steps", "order", "meta-batch", "sklearn_meta (per update)", "sklearn_meta (whole fit)",
-               "fit overhead (ms)"] + [LABELS[k] for k in PEERS] + [f"ours / {LABELS[k]}" for k in PEERS])
-    peers_line = "; ".join(f"{LABELS[k]}: {v}" for k, v in status.items())
-    summary = ""
-    if "bare" in keys:
-        bare = [ratios[cell]["bare"] for cell in cells]
-        within = all(r >= 0.8 for r in bare)  # time within 25% of the reference: throughput >= 1/1.25
-        summary = (
-            f"\n\nsklearn_meta's per-update throughput is {min(bare):.2f}–{max(bare):.2f}× the bare "
-            f"torch.func step's (median over cells {median(bare):.2f}×): "
-            + ("within 25% of the reference in every cell." if within else
-               "**more than 25% slower than the reference in at least one cell.**")
+    if not args.skip_throughput:
+        t = time.perf_counter()
+        cells, keys, times = throughput(args, status, data, tensors)
+        throughput_s = time.perf_counter() - t
+        table, ratios, rows = {}, {}, []
+        for cell in cells:
+            table[cell] = {k: tasks_per_second(cell, k, times, args) for k in keys}
+            per_update, overhead, ours_rounds = ours_per_update(cell, times, args)
+            table[cell]["ours"] = per_update
+            ratios[cell] = {k: paired_ratio(cell, k, times, args, ours_rounds) for k in keys[1:]}
+            n, fo, b = cell
+            row = [n, "first" if fo else "second", b, fmt(per_update), fmt(tasks_per_second(cell, "ours", times, args)),
+                   f"{overhead * 1e3:.0f}"]
+            for key in PEERS:
+                row.append(fmt(table[cell][key]) if key in keys else "n/a")
+            for key in PEERS:
+                row.append(fmt(ratios[cell][key], 2) if key in keys else "n/a")
+            rows.append(row)
+        header = (["inner steps", "order", "meta-batch", "sklearn_meta (per update)", "sklearn_meta (whole fit)",
+                   "fit overhead (ms)"] + [LABELS[k] for k in PEERS] + [f"ours / {LABELS[k]}" for k in PEERS])
+        peers_line = "; ".join(f"{LABELS[k]}: {v}" for k, v in status.items())
+        summary = ""
+        if "bare" in keys:
+            bare = [ratios[cell]["bare"] for cell in cells]
+            within = all(r >= 0.8 for r in bare)  # time within 25% of the reference: throughput >= 1/1.25
+            summary = (
+                f"\n\nsklearn_meta's per-update throughput is {min(bare):.2f}–{max(bare):.2f}× the bare "
+                f"torch.func step's (median over cells {median(bare):.2f}×): "
+                + ("within 25% of the reference in every cell." if within else
+                   "**more than 25% slower than the reference in at least one cell.**")
+            )
+        throughput_md = (
+            "### Meta-training throughput (tasks / second, median of "
+            f"{args.rounds} rounds after {args.warmup} warm-up)\n\n"
+            f"Outer steps per timed run: {args.steps} (sklearn_meta, bare torch.func, TorchOpt vmap), "
+            f"{args.loop_steps} (higher, TorchOpt loop). "
+            f"Training set: {args.train_tasks} tasks × {ROWS_PER_TASK} rows. "
+            "\"per update\" subtracts the fixed cost of one `fit` call (\"fit overhead\": `fit` with `max_iter=0`); "
+            "\"whole fit\" divides by the whole `fit` time. Ratios \"ours / X\" use the per-update number, taken "
+            "within each round (paired, so that slow drifts of the machine's load cancel), median over rounds; "
+            "> 1 means sklearn_meta is faster.\n\nPeers: " + peers_line + "\n\n" + markdown_table(header, rows)
+            + summary
         )
-    throughput_md = (
-        "### Meta-training throughput (tasks / second, median of "
-        f"{args.rounds} rounds after {args.warmup} warm-up)\n\n"
-        f"Outer steps per timed run: {args.steps} (sklearn_meta, bare torch.func, TorchOpt vmap), "
-        f"{args.loop_steps} (higher, TorchOpt loop). Training set: {args.train_tasks} tasks × {ROWS_PER_TASK} rows. "
-        "\"per update\" subtracts the fixed cost of one `fit` call (\"fit overhead\": `fit` with `max_iter=0`); "
-        "\"whole fit\" divides by the whole `fit` time. Ratios \"ours / X\" use the per-update number, taken "
-        "within each round (paired, so that slow drifts of the machine's load cancel), median over rounds; "
-        "> 1 means sklearn_meta is faster.\n\nPeers: " + peers_line + "\n\n" + markdown_table(header, rows)
-        + summary
-    )
-    print(throughput_md, flush=True)
-    sections.append(throughput_md)
-    print(f"throughput: {throughput_s:.1f} s", flush=True)
+        print(throughput_md, flush=True)
+        sections.append(throughput_md)
+        print(f"throughput: {throughput_s:.1f} s", flush=True)
 
     if not args.skip_serving:
         t = time.perf_counter()
@@ -802,7 +805,7 @@ def main(argv=None):
         (RESULTS / f"{args.output}_profile.txt").write_text(text)
         print(text[:6000])
 
-    png = plot(cells, keys, table, RESULTS / f"{args.output}.png")
+    png = None if args.skip_throughput else plot(cells, keys, table, RESULTS / f"{args.output}.png")
     elapsed = time.perf_counter() - started
     command = "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = (
@@ -812,6 +815,7 @@ def main(argv=None):
     if png:
         text += f"\n![throughput]({png.name})\n"
     path = write_result(args.output, text)
+    cells = [] if args.skip_throughput else cells
     raw = {f"{n}-{'fo' if fo else 'so'}-{b}": {k: v for k, v in times[(n, fo, b)].items()} for n, fo, b in cells}
     (RESULTS / f"{args.output}.json").write_text(json.dumps({"args": vars(args), "times_s": raw}, indent=1))
     print(f"wrote {path} ({elapsed:.0f} s)")

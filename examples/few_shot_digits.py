@@ -23,7 +23,7 @@ Where it wins and where it does not:
   ``torch.nn.Sequential`` of two 3x3 convolutions, ending in the linear layer
   the head fits), meta-learning wins: about 0.95 accuracy where logistic
   regression, 1-nearest neighbour and nearest centroid on the raw pixels
-  reach about 0.90-0.91 (``benchmarks/digits_episodes.py``: 0.956 over 600
+  reach about 0.90-0.91 (``benchmarks/digits_episodes.py``: 0.954 over 600
   episodes and 3 seeds). Convolutions carry over to new digits (strokes
   shifted by a pixel look alike); even before meta-training that body scores
   about 0.92.
