@@ -204,25 +204,31 @@ class BayesianRidgeHead:
         with ``K = I + Psi Psi^T``: ``Lambda^-1 Psi^T = Psi^T K^-1``, and the
         residual sum of squares left unexplained is ``r^T K^-1 r``.
         """
-        phi = _design(learner.features(params, x_support)).double()
-        n, d = phi.shape
-        phi_q = _design(learner.features(params, x_query)).double()
+        # One pass of the body over support and query rows (a row's features do not depend on the others).
+        n = x_support.shape[0]
+        phi_all = _design(learner.features(params, torch.cat([x_support, x_query]))).double()
+        phi, phi_q = phi_all[:n], phi_all[n:]
+        d = phi.shape[1]
         y_query = y_query.double()
         scale, prior = params["prior_scale"].double(), _prior_mean(params).double()
-        psi, psi_q = phi @ scale, phi_q @ scale
+        psi_all = phi_all @ scale
+        psi, psi_q = psi_all[:n], psi_all[n:]
         prior_loss = self._prior_loss(params, phi_q, psi_q, y_query)
         if n >= d:
             state = self.observe(self.init(params), phi[:, :-1], y_support, params)
             after = self.query_loss(learner, self.solve(state, params), state, x_query, y_query)
             return ((prior_loss + after) / 2).to(y_support.dtype)
         residual = y_support.double() - phi @ prior
-        factor = _cholesky(torch.eye(n, dtype=phi.dtype, device=phi.device) + psi @ psi.T)
-        cross = psi_q @ psi.T  # (query, support)
-        mean = phi_q @ prior + cross @ torch.cholesky_solve(residual, factor)
-        spread = (psi_q * psi_q).sum(dim=1) - (cross * torch.cholesky_solve(cross.T, factor).T).sum(dim=1)
+        gram_all = psi_all @ psi.T  # (support + query, support)
+        factor = _cholesky(torch.eye(n, dtype=phi.dtype, device=phi.device) + gram_all[:n])
+        cross = gram_all[n:]  # (query, support)
+        # One solve for the residuals and the query rows: K^-1 [r, cross^T]
+        solved = torch.cholesky_solve(torch.cat([residual, cross.T], dim=1), factor)
+        solved_residual, solved_cross = solved[:, : residual.shape[1]], solved[:, residual.shape[1] :]
+        mean = phi_q @ prior + cross @ solved_residual
+        spread = (psi_q * psi_q).sum(dim=1) - (cross * solved_cross.T).sum(dim=1)
         shape = 1 + params["log_noise_shape"].double().exp() + residual.numel() / 2
-        unexplained = (residual * torch.cholesky_solve(residual, factor)).sum()
-        noise = params["log_noise_scale"].double().exp() + unexplained / 2
+        noise = params["log_noise_scale"].double().exp() + (residual * solved_residual).sum() / 2
         after = _student_t_nll(y_query, mean, 2 * shape, (noise / shape * (1 + spread))[:, None])
         return ((prior_loss + after) / 2).to(y_support.dtype)
 
@@ -338,13 +344,13 @@ class RidgeClassifierHead:
         dual form: ``W = M + Phi^T (Phi Phi^T + lam I)^-1 (Y - Phi M)``, an
         ``n x n`` solve.
         """
-        phi = _design(learner.features(params, x_support)).double()
-        n, d = phi.shape
-        if n >= d:
+        n = x_support.shape[0]
+        phi_all = _design(learner.features(params, torch.cat([x_support, x_query]))).double()
+        phi, phi_q = phi_all[:n], phi_all[n:]
+        if n >= phi.shape[1]:
             state = self.observe(self.init(params), phi[:, :-1], y_support, params)
             return self.query_loss(learner, self.solve(state, params), state, x_query, y_query)
         state = self.init(params)
-        phi_q = _design(learner.features(params, x_query)).double()
         ridge = params["log_ridge"].double().exp()
         factor = _cholesky(phi @ phi.T + ridge * torch.eye(n, dtype=phi.dtype, device=phi.device))
         residual = _one_hot(y_support, state) - phi @ state.prior
