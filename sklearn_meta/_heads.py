@@ -112,9 +112,10 @@ class BayesianRidgeHead:
     variance (:meth:`init_from_targets`), so the prior is on the targets'
     scale whatever their units. The solves are in float64 (the sufficient
     statistics too): in float32 the Cholesky factorisation fails on unscaled
-    inputs, whose Gram matrices span many orders of magnitude. Meta-training's loss (:meth:`fresh_query_loss`)
-    is the mean of the query rows' negative log-likelihood before and after
-    the support rows are observed.
+    inputs, whose Gram matrices span many orders of magnitude.
+    Meta-training's loss (:meth:`fresh_query_loss`) is the mean of the query
+    rows' negative log-likelihood before and after the support rows are
+    observed.
     """
 
     meta_lr_factor = 10.0
@@ -172,23 +173,27 @@ class BayesianRidgeHead:
         mean = (state.prior + params["prior_scale"].double() @ whitened).to(params["head.weight"].dtype)
         return {**params, "head.weight": mean[:-1].T, "head.bias": mean[-1]}
 
-    def _predictive(self, state: RidgeState, params, features: Tensor) -> tuple[Tensor, Tensor]:
-        """Degrees of freedom and squared scale of the Student-t predictive at each row of ``features``."""
+    def _predictive(self, state: RidgeState, params, phi: Tensor) -> tuple[Tensor, Tensor]:
+        """Degrees of freedom and squared scale of the Student-t predictive at each row of ``phi`` (float64
+        features with their column of ones)."""
         factor, _, shape, noise = self._posterior(state, params)
-        psi = _design(features).double() @ params["prior_scale"].double()
+        psi = phi @ params["prior_scale"].double()
         spread = (psi.T * torch.cholesky_solve(psi.T, factor)).sum(dim=0)
         return 2 * shape, noise / shape * (1 + spread)
 
     def predictive_variance(self, state: RidgeState, params, features: Tensor) -> Tensor:
         """Variance of a new target at each row of ``features`` (the same for every output)."""
-        dof, scale2 = self._predictive(state, params, features)
+        dof, scale2 = self._predictive(state, params, _design(features).double())
         return (scale2 * dof / (dof - 2)).to(features.dtype)
 
     def query_loss(self, learner, params, state: RidgeState, x: Tensor, y: Tensor) -> Tensor:
-        features = learner.features(params, x)
-        mean = features @ params["head.weight"].T + params["head.bias"]
-        dof, scale2 = self._predictive(state, params, features)
-        return _student_t_nll(y.double(), mean.double(), dof, scale2[:, None]).to(y.dtype)
+        phi = _design(learner.features(params, x)).double()
+        return self._design_loss(params, state, phi, y.double()).to(y.dtype)
+
+    def _design_loss(self, params, state: RidgeState, phi: Tensor, y: Tensor) -> Tensor:
+        """:meth:`query_loss` from the rows' float64 features with their column of ones."""
+        dof, scale2 = self._predictive(state, params, phi)
+        return _student_t_nll(y, phi @ _prior_mean(params).double(), dof, scale2[:, None])
 
     def fresh_query_loss(self, learner, params, x_support, y_support, x_query, y_query) -> Tensor:
         """Meta-training's loss: the mean of :meth:`query_loss` before and after observing the support rows.
@@ -213,10 +218,10 @@ class BayesianRidgeHead:
         scale, prior = params["prior_scale"].double(), _prior_mean(params).double()
         psi_all = phi_all @ scale
         psi, psi_q = psi_all[:n], psi_all[n:]
-        prior_loss = self._prior_loss(params, phi_q, psi_q, y_query)
+        prior_loss = self._prior_loss(params, phi_q @ prior, psi_q, y_query)
         if n >= d:
             state = self.observe(self.init(params), phi[:, :-1], y_support, params)
-            after = self.query_loss(learner, self.solve(state, params), state, x_query, y_query)
+            after = self._design_loss(self.solve(state, params), state, phi_q, y_query)
             return ((prior_loss + after) / 2).to(y_support.dtype)
         residual = y_support.double() - phi @ prior
         gram_all = psi_all @ psi.T  # (support + query, support)
@@ -232,11 +237,11 @@ class BayesianRidgeHead:
         after = _student_t_nll(y_query, mean, 2 * shape, (noise / shape * (1 + spread))[:, None])
         return ((prior_loss + after) / 2).to(y_support.dtype)
 
-    def _prior_loss(self, params, phi_q, psi_q, y_query):
+    def _prior_loss(self, params, prior_mean, psi_q, y_query):
         """:meth:`query_loss` before any row is observed: the prior predictive of the query rows."""
         shape = 1 + params["log_noise_shape"].double().exp()
         scale2 = params["log_noise_scale"].double().exp() / shape * (1 + (psi_q * psi_q).sum(dim=1))
-        return _student_t_nll(y_query, phi_q @ _prior_mean(params).double(), 2 * shape, scale2[:, None])
+        return _student_t_nll(y_query, prior_mean, 2 * shape, scale2[:, None])
 
 
 def _student_t_nll(y: Tensor, mean: Tensor, dof: Tensor, scale2: Tensor) -> Tensor:
@@ -349,7 +354,8 @@ class RidgeClassifierHead:
         phi, phi_q = phi_all[:n], phi_all[n:]
         if n >= phi.shape[1]:
             state = self.observe(self.init(params), phi[:, :-1], y_support, params)
-            return self.query_loss(learner, self.solve(state, params), state, x_query, y_query)
+            logits = phi_q @ _prior_mean(self.solve(state, params)).double()
+            return learner.loss(logits.to(params["head.weight"].dtype), y_query)
         state = self.init(params)
         ridge = params["log_ridge"].double().exp()
         factor = _cholesky(phi @ phi.T + ridge * torch.eye(n, dtype=phi.dtype, device=phi.device))
