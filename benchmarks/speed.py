@@ -51,9 +51,9 @@ from skorch.callbacks import Callback
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from sklearn_meta import MetaRegressor
+from sklearn_meta import MetaClassifier, MetaRegressor
 from sklearn_meta._engine import Learner, meta_gradient
-from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.datasets import make_classification_tasks, make_sinusoid_tasks
 from sklearn_meta.optim import newton, sgd
 
 INNER_LR = 0.01
@@ -573,6 +573,56 @@ def serving(args, data):
     return rows
 
 
+def batch_serving(args, data):
+    """Rows of the batch table: new tasks per second of ``predict(X, groups=..., y_support=..., support=...)``
+    against the per-task ``reset_adaptation`` / ``partial_adapt`` / ``predict`` loop."""
+    n_tasks, rows_per_task = args.batch_tasks, N_SUPPORT + N_QUERY
+    training = {MetaRegressor: data, MetaClassifier: make_classification_tasks(n_tasks=200, n_samples_per_task=30,
+                                                                               random_state=0)}  # fmt: skip
+    new_tasks = {
+        MetaRegressor: make_sinusoid_tasks(n_tasks=n_tasks, n_samples_per_task=rows_per_task, random_state=13),
+        MetaClassifier: make_classification_tasks(n_tasks=n_tasks, n_samples_per_task=rows_per_task, random_state=13),
+    }
+    rows = []
+    for cls, (X, y, groups) in training.items():
+        for head in (cls().head, "gradient"):
+            est = cls(head=head, max_iter=args.serve_fit_iter, random_state=0).fit(X, y, groups=groups)
+            batch, loop, agreement = _batch_and_loop(est, *new_tasks[cls], n_tasks, args)
+            rows.append([cls.__name__, f'"{head}"', f"{n_tasks / batch:,.0f}", f"{n_tasks / loop:,.0f}",
+                         fmt(loop / batch), agreement])  # fmt: skip
+    return rows
+
+
+def _batch_and_loop(est, X_new, y_new, groups_new, n_tasks, args):
+    """Median seconds of the batch call and of the per-task loop (interleaved), and how their predictions agree."""
+    rows_per_task = N_SUPPORT + N_QUERY
+    support = np.tile(np.arange(rows_per_task) < N_SUPPORT, n_tasks)  # each task: its support rows, then queries
+
+    def batch():
+        return est.predict(X_new, groups=groups_new, y_support=y_new, support=support)
+
+    def loop():
+        out = np.empty(len(X_new), dtype=np.asarray(y_new).dtype)
+        for start in range(0, len(X_new), rows_per_task):
+            s, q = slice(start, start + N_SUPPORT), slice(start + N_SUPPORT, start + rows_per_task)
+            out[q] = est.reset_adaptation().partial_adapt(X_new[s], y_new[s]).predict(X_new[q])
+        return out
+
+    times = [[], []]
+    for round_ in range(args.warmup + args.batch_reps):
+        seconds = timed(batch), timed(loop)
+        if round_ >= args.warmup:
+            for kept, value in zip(times, seconds):
+                kept.append(value)
+    query = ~support
+    batch_out, loop_out = batch()[query], loop()[query]
+    if isinstance(est, MetaRegressor):
+        agreement = f"max abs diff {np.abs(batch_out - loop_out).max():.1e}"
+    else:
+        agreement = f"{np.mean(batch_out == loop_out):.2%} same labels"
+    return median(times[0]), median(times[1]), agreement
+
+
 # ----------------------------------------------------------------------
 # Cost of the adaptation methods
 
@@ -669,6 +719,8 @@ def main(argv=None):
     parser.add_argument("--calls", type=int, help="calls per latency measurement; default 2000, quick 300")
     parser.add_argument("--score-reps", type=int, help="repetitions of score(); default 9, quick 3")
     parser.add_argument("--serve-fit-iter", type=int, default=100, help="outer steps of the model used for serving")
+    parser.add_argument("--batch-tasks", type=int, help="new tasks of the batch predict row; default 1000, quick 200")
+    parser.add_argument("--batch-reps", type=int, help="repetitions of the batch predict row; default 3, quick 1")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, see README)")
     parser.add_argument("--impls", nargs="+", default=list(PEERS), choices=list(PEERS),
                         help="peers to time beside sklearn_meta (default: all)")
@@ -682,7 +734,8 @@ def main(argv=None):
     parser.add_argument("--profile-cell", type=int, nargs=3, default=(1, 0, 25), metavar=("STEPS", "FIRST_ORDER", "B"))
     parser.add_argument("--output", default="speed", help="result name under benchmarks/results/")
     args = parser.parse_args(argv)
-    defaults = dict(rounds=(3, 7), steps=(10, 50), loop_steps=(1, 5), calls=(300, 2000), score_reps=(3, 9))
+    defaults = dict(rounds=(3, 7), steps=(10, 50), loop_steps=(1, 5), calls=(300, 2000), score_reps=(3, 9),
+                    batch_tasks=(200, 1000), batch_reps=(1, 3))  # fmt: skip
     for name, (quick, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -778,6 +831,17 @@ def main(argv=None):
             "slower).\n\n"
             + markdown_table(["operation", "sklearn_meta", "bare torch.func", "bare autograd.grad",
                               "sklearn_meta / fastest bare (time)"], serve_rows)
+        )
+        serve_md += (
+            f"\n\n### Adapting to many new tasks in one call\n\n{args.batch_tasks} new tasks of {N_SUPPORT} "
+            f"support + {N_QUERY} query rows, models fitted for {args.serve_fit_iter} updates (MLP 40-40; regression: "
+            "sinusoids; classification: `make_classification_tasks`, 3 classes), median of "
+            f"{args.batch_reps} repetitions. Batch: one `predict(X, groups=groups, y_support=y, support=support)` "
+            "call over all rows (it predicts the support rows too). Loop: `reset_adaptation().partial_adapt("
+            "X_support, y_support).predict(X_query)` per task. The last column compares their query-row "
+            "predictions.\n\n"
+            + markdown_table(["estimator", "head", "batch predict (tasks/s)", "per-task loop (tasks/s)",
+                              "speed-up", "batch vs loop"], batch_serving(args, data))
         )
         print(serve_md, flush=True)
         sections.append(serve_md)

@@ -34,7 +34,10 @@ autosummary_generate = True
 autodoc_default_options = {
     "members": True,
     "inherited-members": "BaseEstimator,RegressorMixin,ClassifierMixin",
-    "exclude-members": "set_fit_request,set_score_request,set_predict_request,get_metadata_routing,set_params,get_params",
+    "exclude-members": (
+        "set_fit_request,set_score_request,set_predict_request,set_predict_proba_request,"
+        "get_metadata_routing,set_params,get_params"
+    ),
 }
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

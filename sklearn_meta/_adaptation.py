@@ -1,27 +1,57 @@
 """Few-shot adaptation and prediction of a fitted meta-estimator.
 
-One task in place (``partial_adapt``, the serving path), or many held-out
-tasks at once on copies (``score``, early stopping's validation), all
-through the engine's one inner loop.
+One task in place (``partial_adapt``, the serving path), many new tasks at
+once without touching the estimator (``predict(X, groups=..., y_support=...,
+support=...)``), or many held-out tasks at once on copies (``score``, early
+stopping's validation), all through the engine's one inner loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils import check_array
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
+from torch.func import vmap
 
 from ._engine import Learner, adapt, adapt_tasks, predict_tasks
 from ._heads import HEADS
 from ._splitting import describe, support_size, validate_groups
 from ._tasks import GroupedRows, encode_groups
 
-__all__ = ["AdaptationMixin", "as_float_tensor", "atomic", "diverged"]
+__all__ = ["AdaptationMixin", "as_float_tensor", "atomic", "check_support_targets", "diverged"]
 
 # Rows per forward pass in predict, to keep memory bounded on large inputs.
 _PREDICT_CHUNK = 65536
+
+_FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+# Batch prediction adapts at most this many task-specific parameter entries at once.
+_TASK_PARAMETER_CHUNK = 2**25
+
+
+class _Serving(NamedTuple):
+    """What serving a fitted model needs, built once per ``module_`` rather than on every call."""
+
+    inner_optimizer: Any  # the inner_optimizer_ and head it was built for
+    head: str
+    loss: Any
+    learner: Learner
+    meta_params: dict
+    inner_meta: Any
+    device: torch.device
+
+
+# Keyed by the fitted MetaModel: fit and loading replace module_ (never reassign its parameters),
+# so an entry lives exactly as long as the model it serves, and the estimator's __dict__ (what
+# pickling, clone and scikit-learn's checks see) holds nothing extra.
+_SERVING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SERVING_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -54,19 +84,117 @@ def diverged(what: str, n_steps: int) -> ValueError:
     )
 
 
+def _batch_arguments(X, groups, y_support, support):
+    """Validate ``predict``'s batch arguments against the rows of ``X``: groups, targets and support mask."""
+    given = {"groups": groups is not None, "y_support": y_support is not None, "support": support is not None}
+    if not all(given.values()):
+        missing = ", ".join(name for name, present in given.items() if not present)
+        raise ValueError(
+            "predict(X, groups=..., y_support=..., support=...) adapts every task of groups to its support "
+            f"rows and needs all three arguments; {missing} {'is' if missing.count(',') == 0 else 'are'} "
+            "missing. Without groups, predict uses the current model."
+        )
+    groups = validate_groups(groups, X)
+    try:
+        support = column_or_1d(support, warn=False)
+    except ValueError as error:
+        raise ValueError(f"support must be a 1-dimensional boolean mask (one entry per row of X): {error}") from None
+    if support.dtype != np.bool_:
+        raise ValueError(
+            f"support must be a boolean mask, True at the support rows (one entry per row of X); got dtype "
+            f"{support.dtype}. Use for instance support=(row_kind == 'support')."
+        )
+    y_support = check_array(
+        y_support, ensure_2d=False, dtype=None, ensure_all_finite=False, ensure_min_samples=0, input_name="y_support"
+    )
+    try:
+        check_consistent_length(X, y_support, support)
+    except ValueError:
+        raise ValueError(
+            f"X has {len(X)} rows but y_support has {len(y_support)} and support {len(support)}: give one entry "
+            "per row of X (y_support's values at rows where support is False are ignored)."
+        ) from None
+    return groups, y_support, support
+
+
+def check_support_targets(y: np.ndarray, tasks: np.ndarray, labels: np.ndarray) -> None:
+    """Refuse missing targets (NaN, infinity, None) at support rows, naming the tasks that have them."""
+    if y.dtype.kind in "fc":
+        missing = ~np.isfinite(y.reshape(len(y), -1)).all(axis=1)
+    elif y.dtype.kind == "O":
+        missing = np.array([v is None or (isinstance(v, float) and not np.isfinite(v)) for v in y.reshape(-1)])
+        missing = missing.reshape(len(y), -1).any(axis=1)
+    else:
+        return
+    if missing.any():
+        raise ValueError(
+            f"y_support is NaN, infinite or None at {int(missing.sum())} support row(s) (task ids "
+            f"{describe(labels[np.unique(tasks[missing])])}): every row with support=True needs a target."
+        )
+
+
 class AdaptationMixin:
     """``partial_adapt``, ``reset_adaptation``, prediction and the few-shot outputs behind ``score``."""
 
     def _adapt_steps(self) -> int:
         return self.inner_steps if self.adapt_steps is None else self.adapt_steps
 
+    def _serving(self) -> _Serving:
+        """The fitted model's learner, meta-parameters and device, cached for the serving hot path."""
+        model = self.__dict__.get("module_")
+        if model is None:
+            check_is_fitted(self)
+        head = self._network_spec_.get("head", "gradient")
+        entry = _SERVING.get(model)
+        if (
+            entry is None
+            or entry.inner_optimizer is not self.inner_optimizer_
+            or entry.head != head
+            or entry.loss is not self._loss
+        ):
+            network = model.network
+            learner = Learner(
+                network, dict(network.named_buffers()), self._loss, self.inner_optimizer_, True, HEADS[head]
+            )
+            entry = _Serving(
+                self.inner_optimizer_,
+                head,
+                self._loss,
+                learner,
+                model.meta_params(),
+                model.inner_meta(),
+                next(model.parameters()).device,
+            )
+            with _SERVING_LOCK:
+                _SERVING[model] = entry
+        return entry
+
     def _learner(self) -> Learner:
-        network = self.module_.network
-        head = HEADS[self._network_spec_.get("head", "gradient")]
-        return Learner(network, dict(network.named_buffers()), self._loss, self.inner_optimizer_, True, head)
+        return self._serving().learner
 
     def _current_params(self) -> dict:
-        return self.module_.meta_params() if self.adapted_params_ is None else self.adapted_params_
+        return self._serving().meta_params if self.adapted_params_ is None else self.adapted_params_
+
+    def _validate_rows(self, X) -> np.ndarray:
+        """``validate_data(self, X, reset=False)`` for prediction, with a fast path for plain arrays.
+
+        A 2-d float32/float64 numpy array of the fitted width, with finite
+        values, on a model fitted without feature names, is what
+        ``validate_data`` would return unchanged: it is returned as is. Any
+        other input (and any input it would refuse) goes through
+        ``validate_data``, which raises the usual errors.
+        """
+        if (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in _FLOAT_DTYPES
+            and X.shape[0] > 0
+            and X.shape[1] == self.n_features_in_
+            and "feature_names_in_" not in self.__dict__
+            and np.isfinite(X.sum())  # NaN and infinities propagate into the sum (an overflow takes the slow path)
+        ):
+            return X
+        return validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
 
     def _reset_adaptation_state(self):
         self.adapted_params_ = None
@@ -79,7 +207,8 @@ class AdaptationMixin:
         -------
         self : object
         """
-        check_is_fitted(self)
+        if "module_" not in self.__dict__:  # check_is_fitted's full test costs more than the reset
+            check_is_fitted(self)
         self._reset_adaptation_state()
         return self
 
@@ -106,19 +235,19 @@ class AdaptationMixin:
         self : object
             The adapted estimator.
         """
-        check_is_fitted(self)
+        serving = self._serving()
         with atomic(self):
             X, y_encoded, task_attributes = self._validate_targets(X, y, reset=False)
-            device = self._runtime_device()
-            x_t = as_float_tensor(X, device)
-            y_t = self._target_tensor(y_encoded, device)
-            params = self._current_params()
-            learner = self._learner()
+            x_t = as_float_tensor(X, serving.device)
+            y_t = self._target_tensor(y_encoded, serving.device)
+            learner = serving.learner
+            params = serving.meta_params if self.adapted_params_ is None else self.adapted_params_
             state = self.inner_state_
             if state is None:
                 state = learner.init_state(params)
-            meta = self.module_.inner_meta()
-            params, state = adapt(learner, params, meta, state, x_t, y_t, self._adapt_steps(), serving=True)
+            params, state = adapt(
+                learner, params, serving.inner_meta, state, x_t, y_t, self._adapt_steps(), serving=True
+            )
             if not torch.isfinite(torch.cat([params[name].reshape(-1) for name in learner.adapted])).all():
                 raise ValueError(
                     "Adaptation produced non-finite parameters; the model is left as it was. "
@@ -130,7 +259,7 @@ class AdaptationMixin:
         return self
 
     def _runtime_device(self) -> torch.device:
-        return next(self.module_.parameters()).device
+        return self._serving().device
 
     def _forward(self, X, return_variance: bool = False):
         """Outputs of the current (adapted, or meta-learned) network for ``X``.
@@ -138,10 +267,13 @@ class AdaptationMixin:
         With ``return_variance`` (a closed-form head with a predictive
         variance), the pair of outputs and variances, else outputs alone.
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        device = self._runtime_device()
-        learner, params = self._learner(), self._current_params()
+        serving = self._serving()
+        X = self._validate_rows(X)
+        device, learner = serving.device, serving.learner
+        params = serving.meta_params if self.adapted_params_ is None else self.adapted_params_
+        if not return_variance and X.shape[0] <= _PREDICT_CHUNK:  # the serving hot path: one forward pass
+            with torch.inference_mode():
+                return learner.forward(params, as_float_tensor(X, device))
         outputs = torch.empty((X.shape[0], self.n_outputs_), device=device)
         variance = torch.empty(X.shape[0], device=device) if return_variance else None
         state = self.inner_state_
@@ -159,6 +291,100 @@ class AdaptationMixin:
                 else:
                     outputs[rows] = learner.forward(params, chunk)
         return (outputs, variance) if return_variance else outputs
+
+    def _encode_support_targets(self, y: np.ndarray, tasks: np.ndarray, labels: np.ndarray, n_tasks: int):
+        """Encode the targets of the support rows (of tasks ``tasks``) for batch prediction.
+
+        Returns the encoded targets and what the estimator needs to read the
+        outputs (the classifier's classes of each task, in episodic mode).
+        """
+        raise NotImplementedError
+
+    def _batch_outputs(self, X, groups, y_support, support, return_variance: bool = False):
+        """Adapt every task of ``groups`` on its support rows and predict all its rows, on copies.
+
+        Each task is adapted from the meta-learned initialisation, never from
+        the current ``partial_adapt`` state, which is left untouched. Tasks
+        with the same number of support rows are adapted in one vectorised
+        call (in chunks that bound memory); tasks without support rows are
+        predicted by the meta-learned model.
+
+        Returns
+        -------
+        outputs : Tensor of shape (n_samples, n_outputs)
+        variance : Tensor of shape (n_samples,) or None
+            With ``return_variance`` (a closed-form head with a predictive variance).
+        tasks : ndarray of shape (n_samples,)
+            The task code of every row.
+        extra : object
+            What ``_encode_support_targets`` returned besides the targets.
+        """
+        serving = self._serving()
+        X = self._validate_rows(X)
+        groups, y_support, support = _batch_arguments(X, groups, y_support, support)
+        tasks, labels = encode_groups(groups)
+        n_tasks = len(labels)
+        support_rows = np.flatnonzero(support)
+        y_encoded, extra = self._encode_support_targets(y_support[support_rows], tasks[support_rows], labels, n_tasks)
+        device, learner, meta_params = serving.device, serving.learner, serving.meta_params
+        X_t = as_float_tensor(X, device)
+        y_t = self._target_tensor(y_encoded, device)
+        outputs = torch.empty((X.shape[0], self.n_outputs_), device=device)
+        variance = torch.empty(X.shape[0], device=device) if return_variance else None
+        n_steps = self._adapt_steps()
+
+        # Rows of each task, in input order: all of them (to predict) and its support rows (to adapt on).
+        n_rows, n_support = np.bincount(tasks, minlength=n_tasks), np.bincount(tasks[support_rows], minlength=n_tasks)
+        rows = np.argsort(tasks, kind="stable")
+        rows_start = np.concatenate([[0], np.cumsum(n_rows)[:-1]])
+        support_order = np.argsort(tasks[support_rows], kind="stable")  # positions in support_rows and y_t
+        support_start = np.concatenate([[0], np.cumsum(n_support)[:-1]])
+        n_parameters = sum(p.numel() for p in meta_params.values())
+        max_tasks = max(1, _TASK_PARAMETER_CHUNK // max(1, n_parameters))
+
+        with torch.no_grad():  # not inference_mode: the gradient head's inner loop differentiates
+            # Tasks by support size, then by rows: each chunk of equal support size is one vectorised call,
+            # its tasks' rows padded (with a repeat of the task's first row) to the chunk's largest task.
+            order = np.lexsort((n_rows, n_support))
+            for chunk in _chunks(order, n_support[order], n_rows[order], max_tasks):
+                k, width = int(n_support[chunk[0]]), int(n_rows[chunk[-1]])
+                offsets = np.arange(width)
+                valid = offsets[None, :] < n_rows[chunk][:, None]
+                query = rows[rows_start[chunk][:, None] + np.minimum(offsets[None, :], n_rows[chunk][:, None] - 1)]
+                query_t = torch.as_tensor(query, device=device)
+                if k == 0:
+                    params = {name: p.expand(len(chunk), *p.shape) for name, p in meta_params.items()}
+                    state = learner.init_state(meta_params) if return_variance else None
+                    state_dims = None
+                else:
+                    positions = torch.as_tensor(
+                        support_order[support_start[chunk][:, None] + np.arange(k)[None, :]], device=device
+                    )
+                    x_support = X_t[torch.as_tensor(support_rows, device=device)[positions]]
+                    params, state = self._adapt_chunk(serving, x_support, y_t[positions], n_steps, return_variance)
+                    state_dims = 0
+                x_query = X_t[query_t]
+                valid_t = torch.as_tensor(valid, device=device)
+                target = query_t[valid_t]
+                outputs[target] = predict_tasks(learner, params, x_query)[valid_t]
+                if return_variance:
+                    spread = vmap(_predictive_variance(learner), in_dims=(0, state_dims, 0))(params, state, x_query)
+                    variance[target] = spread[valid_t]
+        if not torch.isfinite(outputs).all():
+            raise diverged("the tasks of groups", n_steps)
+        return outputs, variance, tasks, extra
+
+    def _adapt_chunk(self, serving: _Serving, x_support, y_support, n_steps: int, with_state: bool):
+        """Adapted parameters (and, ``with_state``, the heads' states) of tasks of equal support size."""
+        learner = serving.learner
+        if not with_state:
+            return adapt_tasks(learner, serving.meta_params, serving.inner_meta, x_support, y_support, n_steps), None
+
+        def one_task(xs, ys):
+            state = learner.init_state(serving.meta_params)
+            return adapt(learner, serving.meta_params, serving.inner_meta, state, xs, ys, n_steps)
+
+        return vmap(one_task)(x_support, y_support)
 
     def _few_shot_outputs(self, X, y, groups):
         """Adapt to each task of ``groups`` on its first rows; predict the rest.
@@ -200,8 +426,31 @@ class AdaptationMixin:
 
     def _adapt_and_predict(self, x_support, y_support, x_query) -> torch.Tensor:
         """Adapt a copy of the meta-learned model to every task at once and predict its query rows."""
-        learner = self._learner()
+        serving = self._serving()
         adapted = adapt_tasks(
-            learner, self.module_.meta_params(), self.module_.inner_meta(), x_support, y_support, self._adapt_steps()
+            serving.learner, serving.meta_params, serving.inner_meta, x_support, y_support, self._adapt_steps()
         )
-        return predict_tasks(learner, adapted, x_query)
+        return predict_tasks(serving.learner, adapted, x_query)
+
+
+def _predictive_variance(learner: Learner):
+    def variance(params, state, x):
+        return learner.head.predictive_variance(state, params, learner.features(params, x))
+
+    return variance
+
+
+def _chunks(tasks: np.ndarray, n_support: np.ndarray, n_rows: np.ndarray, max_tasks: int):
+    """Split ``tasks`` (sorted by support size, then rows) into chunks of one support size and bounded size.
+
+    A chunk's cost is its number of tasks times the support rows plus the
+    padded rows of its largest task, at most ``_PREDICT_CHUNK`` (a single
+    task may exceed it) and at most ``max_tasks`` tasks.
+    """
+    boundaries = np.flatnonzero(np.diff(n_support)) + 1
+    for start, stop in zip(np.concatenate([[0], boundaries]), np.concatenate([boundaries, [len(tasks)]])):
+        while start < stop:
+            cost = np.arange(1, stop - start + 1) * (n_support[start:stop] + n_rows[start:stop])
+            size = min(max(1, int(np.searchsorted(cost, _PREDICT_CHUNK, side="right"))), max_tasks)
+            yield tasks[start : start + size]
+            start += size

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -23,10 +24,13 @@ from skorch.callbacks import EarlyStopping
 from skorch.history import History
 
 from ._adaptation import AdaptationMixin, as_float_tensor, atomic
+from ._compiling import cache_key, mark_warm, should_compile
+from ._distributed import Ranks
 from ._engine import Learner, adapt_tasks, predict_tasks
 from ._heads import HEADS
 from ._network import ACTIVATIONS, build_network, last_layer_names
 from ._persistence import PersistenceMixin
+from ._threads import choose, forward_flops, intra_op_threads
 from ._training import MetaModel, MetaNet, train
 from ._warnings import warn
 from .optim import adapted_names, masked, resolve_inner_optimizer
@@ -37,9 +41,6 @@ META_OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,
 }
-
-# "auto" compiles the meta-loss from this many outer updates on.
-_AUTO_COMPILE_MIN_ITER = 10_000
 
 
 def _arguments(local_variables: dict) -> dict:
@@ -70,6 +71,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         "inner_steps": [Interval(Integral, 1, None, closed="left")],
         "adapt_steps": [Interval(Integral, 0, None, closed="left"), None],
         "first_order": ["boolean"],
+        "recompute_inner": ["boolean"],
         "meta_optimizer": [StrOptions(set(META_OPTIMIZERS)), callable],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -85,6 +87,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "device": [str, torch.device],
+        "n_threads": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
         "callbacks": [list, None],
         "adapt_params": [StrOptions({"all", "head"}), list, tuple],
@@ -152,11 +155,69 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
 
     def _fit(self, X, y, groups):
         self._check_head_arguments()
+        ranks = Ranks.current()  # inside an initialised process group of several: distributed meta-training
+        rng = check_random_state(self.random_state)
+        seeds = tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
+        if ranks is None:
+            prepared = self._prepare_training(X, y, groups, seeds, ranks)
+        else:
+            # Rank 0's seeds: the same network and the same meta-batches on every rank, even with
+            # random_state=None. Then every rank learns whether all of them prepared the same model,
+            # instead of one waiting forever for a rank that failed.
+            seeds = ranks.broadcast_object(seeds)
+            try:
+                prepared = self._prepare_training(X, y, groups, seeds, ranks)
+            except Exception as error:
+                ranks.agree(None, error)
+            ranks.agree(prepared.pop("description"))
+        net, learner, model = prepared["net"], prepared["learner"], prepared["model"]
+        key = self._compile_key(prepared["spec"], prepared["n_support"], prepared["n_query"], prepared["device"])
+        with intra_op_threads(choose(self.n_threads, prepared["work"])):
+            compiled = self._train(net, learner, prepared, ranks, self._use_compile(key))
+        if compiled:  # torch has cached this compilation: "auto" compiles shorter fits of these shapes
+            mark_warm(key)
+        model.requires_grad_(False)
+
+        # Every fitted attribute is set here, and only here.
+        for name, value in prepared["target_attributes"].items():
+            setattr(self, name, value)
+        self.module_ = model
+        self.inner_optimizer_ = prepared["inner"]
+        self.history_ = net.history
+        self.n_iter_ = len(net.history)
+        self.loss_curve_ = list(net.history[:, "train_loss"]) if len(net.history) else []
+        self.n_outputs_ = prepared["n_outputs"]
+        self.n_support_, self.n_query_ = prepared["n_support"], prepared["n_query"]
+        self.device_ = str(prepared["device"])
+        self._network_spec_ = prepared["spec"]
+        self._reset_adaptation_state()
+
+    def _train(self, net, learner, prepared, ranks, compile: bool) -> bool:
+        return train(
+            net,
+            learner,
+            prepared["sample"],
+            max_iter=self.max_iter,
+            n_steps=self.inner_steps,
+            first_order=self.first_order,
+            recompute=self.recompute_inner,
+            validate=prepared["validate"],
+            max_grad_norm=self.max_grad_norm,
+            compile=compile,
+            ranks=ranks,
+        )
+
+    def _prepare_training(self, X, y, groups, seeds, ranks) -> dict:
+        """Validate the data and build everything ``train`` needs, changing no attribute."""
         warm = self.warm_start and hasattr(self, "module_")
         X, y_encoded, target_attributes = self._validate_targets(X, y, reset=not warm)
-        device = self._resolve_device()
-        rng = check_random_state(self.random_state)
-        net_seed, sample_seed = (int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
+        if ranks is not None and self.meta_batch_size < ranks.size:
+            raise ValueError(
+                f"meta_batch_size={self.meta_batch_size} tasks per update cannot be shared by {ranks.size} "
+                f"processes: set meta_batch_size to at least {ranks.size}."
+            )
+        device = self._resolve_device(ranks)
+        net_seed, sample_seed = seeds
         generator = torch.Generator(device=device)
         generator.manual_seed(sample_seed)
 
@@ -176,6 +237,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
             model = self._new_model(network, inner)
         learner = Learner(model.network, dict(model.network.named_buffers()), self._loss, inner, head=head)
         model.requires_grad_(True)
+        quiet = ranks is not None and not ranks.is_main  # only rank 0 prints
         net = MetaNet(
             model,
             self._criterion,
@@ -183,8 +245,8 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
             lr=self.meta_lr,
             optimizer__param_groups=self._meta_param_groups(model),
             max_epochs=self.max_iter,
-            callbacks=self._fit_callbacks(),
-            verbose=self.verbose,
+            callbacks=self._fit_callbacks(quiet),
+            verbose=0 if quiet else self.verbose,
             device=str(device),
             progress_every=max(1, 10 // max(1, self.verbose)),
         ).initialize()
@@ -193,35 +255,40 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         validate = None
         if validation_batch is not None:
             validate = self._validation_function(learner, model, validation_batch)
-        train(
-            net,
-            learner,
-            lambda: sampler.sample(self.meta_batch_size, generator),
-            max_iter=self.max_iter,
-            n_steps=self.inner_steps,
-            first_order=self.first_order,
-            validate=validate,
-            max_grad_norm=self.max_grad_norm,
-            compile=self._use_compile(),
-        )
-        model.requires_grad_(False)
-
-        # Every fitted attribute is set here, and only here.
-        for name, value in target_attributes.items():
-            setattr(self, name, value)
-        self.module_ = model
-        self.inner_optimizer_ = inner
-        self.history_ = net.history
-        self.n_iter_ = len(net.history)
-        self.loss_curve_ = list(net.history[:, "train_loss"]) if len(net.history) else []
-        self.n_outputs_ = n_outputs
-        self.n_support_, self.n_query_ = n_support, n_query
-        self.device_ = str(device)
-        self._network_spec_ = spec
-        self._reset_adaptation_state()
+        work = 0.0  # floating-point work of one forward pass over an update's rows, for n_threads="auto"
+        if self.n_threads == "auto":
+            work = forward_flops(model.network, X_t, self.meta_batch_size * (n_support + n_query))
+        return {
+            "work": work,
+            "net": net,
+            "learner": learner,
+            "model": model,
+            "inner": inner,
+            "sample": lambda: sampler.sample(self.meta_batch_size, generator),
+            "validate": validate,
+            "target_attributes": target_attributes,
+            "n_outputs": n_outputs,
+            "n_support": n_support,
+            "n_query": n_query,
+            "device": device,
+            "spec": spec,
+            # what every rank of a distributed fit must share
+            "description": {
+                **{name: value for name, value in target_attributes.items()},
+                "parameters": [(name, tuple(p.shape)) for name, p in model.named_parameters()],
+            },
+        }
 
     #: Arguments of the inner gradient steps: a closed-form head does not use them.
-    _GRADIENT_ARGUMENTS = ("adapt_params", "inner_optimizer", "inner_lr", "inner_steps", "adapt_steps", "first_order")
+    _GRADIENT_ARGUMENTS = (
+        "adapt_params",
+        "inner_optimizer",
+        "inner_lr",
+        "inner_steps",
+        "adapt_steps",
+        "first_order",
+        "recompute_inner",
+    )
 
     def _head_key(self) -> str:
         """The key of ``_heads.HEADS`` that the ``head`` argument selects (an estimator may refine it)."""
@@ -302,29 +369,51 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
             )
         return copy.deepcopy(self.module_)  # a failed or interrupted fit must not touch the fitted model
 
-    def _use_compile(self) -> bool:
-        # Compiling takes about a minute on a 2-core CPU and saves a few ms per update:
-        # "auto" compiles only fits long enough to pay that back.
-        if self.compile == "auto":
-            return self.max_iter >= _AUTO_COMPILE_MIN_ITER
-        return bool(self.compile)
+    def _use_compile(self, key: str | None = None) -> bool:
+        # Compiling takes about a minute on a 2-core CPU (a few seconds when torch has cached it) and
+        # saves a few ms per update: "auto" compiles only fits long enough to pay that back.
+        if self.recompute_inner and HEADS[self._head_key()] is None:
+            return False  # the recomputing backward pass runs eagerly
+        return should_compile(self.compile, self.max_iter, key or "")
 
-    def _resolve_device(self) -> torch.device:
+    def _compile_key(self, spec: dict, n_support: int, n_query: int, device) -> str:
+        """What the compiled meta-loss depends on (see ``_compiling``): architecture, inner loop, shapes."""
+
+        def name(value):  # a description without addresses, equal in every process
+            if isinstance(value, (list, tuple)):
+                return [name(v) for v in value]
+            if isinstance(value, dict):
+                return sorted((k, name(v)) for k, v in value.items())
+            if callable(value) and hasattr(value, "__qualname__"):
+                return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+            return value if isinstance(value, (str, int, float, bool, type(None))) else type(value).__qualname__
+
+        architecture = sorted((key, repr(name(value))) for key, value in spec.items())
+        inner = [repr(name(getattr(self, key))) for key in self._GRADIENT_ARGUMENTS if key != "adapt_steps"]
+        shapes = (self.meta_batch_size, n_support, n_query, torch.device(device).type)
+        return cache_key(type(self).__qualname__, architecture, inner, self.inner_lr, shapes)
+
+    def _resolve_device(self, ranks=None) -> torch.device:
         if str(self.device) == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"device={self.device!r} is not a torch device; use 'cpu', 'cuda' or 'auto'.") from exc
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            try:
+                device = torch.device(self.device)
+            except (RuntimeError, TypeError) as exc:
+                raise ValueError(f"device={self.device!r} is not a torch device; use 'cpu', 'cuda' or 'auto'.") from exc
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r} but no CUDA GPU is available; use 'cpu' or 'auto'.")
+        if ranks is not None and device.type == "cuda" and device.index is None:
+            # one GPU per rank: torchrun's LOCAL_RANK, else the one torch.cuda.set_device chose
+            local = os.environ.get("LOCAL_RANK")
+            device = torch.device("cuda", int(local) if local is not None else torch.cuda.current_device())
         return device
 
     def _meta_optimizer_factory(self):
         factory = self.meta_optimizer
         return META_OPTIMIZERS[factory] if isinstance(factory, str) else factory
 
-    def _fit_callbacks(self) -> list:
+    def _fit_callbacks(self, quiet: bool = False) -> list:
         """The user's callbacks (skorch style: instances, classes or ``(name, callback)`` pairs)."""
         callbacks = list(self.callbacks or [])
         if self.early_stopping:
@@ -334,7 +423,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
                 threshold=self.tol,
                 threshold_mode="abs",
                 load_best=True,
-                sink=print if self.verbose else _silent,
+                sink=print if self.verbose and not quiet else _silent,
             )
             callbacks.append(("early_stopping", stopper))
         # As in skorch, the user's callback objects are the ones called (and initialised in place).

@@ -11,9 +11,9 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._adaptation import as_float_tensor, diverged
+from ._adaptation import as_float_tensor, check_support_targets, diverged
 from ._base import BaseMetaEstimator, _arguments
 from ._docstrings import fill_parameters
 from ._samplers import class_pool, episode_sampler, grouped_sampler
@@ -22,6 +22,16 @@ from ._tasks import EpisodeSampler
 from .exceptions import NotAdaptedError
 
 _EPISODIC_N_QUERY = 15
+
+
+def _encode_labels(classes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of ``y`` in the sorted ``classes``, and a mask of the labels that are not among them."""
+    try:
+        codes = np.searchsorted(classes, y)
+    except TypeError:  # labels of a type that does not compare with the classes' (strings against ints)
+        return np.zeros(len(y), dtype=np.int64), np.ones(len(y), dtype=bool)
+    unknown = (codes >= len(classes)) | (classes[np.minimum(codes, len(classes) - 1)] != y)
+    return codes, unknown
 
 
 @fill_parameters
@@ -59,6 +69,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
     {inner_steps}
     {adapt_steps}
     {first_order}
+    {recompute_inner}
     {meta_optimizer}
     {meta_lr}
     {meta_batch_size}
@@ -80,6 +91,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
     {warm_start}
     {random_state}
     {device}
+    {n_threads}
     {verbose}
     {callbacks}
 
@@ -136,6 +148,11 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
 
     _criterion = torch.nn.CrossEntropyLoss
 
+    # predict(X, groups=..., y_support=..., support=...) adapts to new tasks: requested by default,
+    # so a Pipeline routes them with metadata routing on and without set_*_request calls.
+    __metadata_request__predict = {"groups": True, "y_support": True, "support": True}
+    __metadata_request__predict_proba = {"groups": True, "y_support": True, "support": True}
+
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,
         "n_way": [Interval(Integral, 2, None, closed="left"), None],
@@ -168,6 +185,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         inner_steps=1,
         adapt_steps=None,
         first_order=False,
+        recompute_inner=False,
         meta_optimizer="adam",
         meta_lr=1e-3,
         meta_batch_size=25,
@@ -183,6 +201,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         warm_start=False,
         random_state=None,
         device="cpu",
+        n_threads="auto",
         verbose=0,
         callbacks=None,
     ):
@@ -198,8 +217,14 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
     # Targets ----------------------------------------------------------------
 
     def _validate_targets(self, X, y, reset):
-        X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32))
-        check_classification_targets(y)
+        # The serving fast path: integer labels in a 1-d numpy array are valid classification targets.
+        plain = not reset and type(y) is np.ndarray and y.ndim == 1 and y.dtype.kind in "iu"
+        if plain:
+            X = self._validate_rows(X)
+            plain = len(y) == len(X)
+        if not plain:
+            X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32))
+            check_classification_targets(y)
         if reset:
             labels, codes = np.unique(y, return_inverse=True)
             return X, codes, ({} if self._episodic else {"classes_": labels})
@@ -213,8 +238,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
                     f"({describe(classes)})."
                 )
             attributes["classes_"] = classes
-        codes = np.searchsorted(classes, y)
-        unknown = (codes >= len(classes)) | (classes[np.minimum(codes, len(classes) - 1)] != y)
+        codes, unknown = _encode_labels(classes, y)
         if unknown.any():
             hint = (
                 " Call reset_adaptation() to start a new task."
@@ -228,6 +252,46 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
 
     def _n_outputs(self, y_encoded, target_attributes):
         return self.n_way if self._episodic else len(target_attributes.get("classes_", getattr(self, "classes_", [])))
+
+    def _encode_support_targets(self, y, tasks, labels, n_tasks):
+        """Class codes of the support rows; in episodic mode, each task's classes from its own rows.
+
+        Episodes return, besides the codes, ``(columns, task_columns,
+        n_classes)``: the sorted labels of all support rows, and for each task
+        the column (in ``columns``) of its local classes ``0 .. n_classes - 1``
+        (-1 beyond), as ``partial_adapt`` would set ``classes_``.
+        """
+        y = column_or_1d(y, warn=True)
+        check_support_targets(y, tasks, labels)
+        if len(y):
+            check_classification_targets(y)
+        if not self._episodic:
+            codes, unknown = _encode_labels(self.classes_, y)
+            if unknown.any():
+                raise ValueError(
+                    f"y_support has labels outside classes_ {self.classes_.tolist()}: "
+                    f"{describe(np.unique(y[unknown]))}. A grouped MetaClassifier knows only the classes seen in fit."
+                )
+            return codes, None
+        columns, column = np.unique(y, return_inverse=True)
+        pairs, pair = np.unique(tasks * len(columns) + column, return_inverse=True)  # (task, class) pairs
+        pair_task = pairs // max(1, len(columns))
+        n_classes = np.bincount(pair_task, minlength=n_tasks)
+        if (n_classes == 0).any():
+            raise ValueError(
+                "An episodic MetaClassifier takes each task's classes from its support rows, but task(s) "
+                f"{describe(labels[n_classes == 0])} have no support rows."
+            )
+        if (n_classes > self.n_way).any():
+            raise ValueError(
+                f"This model adapts to {self.n_way}-way tasks but task(s) {describe(labels[n_classes > self.n_way])} "
+                f"have up to {n_classes.max()} classes in y_support."
+            )
+        first = np.concatenate([[0], np.cumsum(n_classes)[:-1]])
+        local = np.arange(len(pairs)) - first[pair_task]  # a class's rank among its task's classes
+        task_columns = np.full((n_tasks, self.n_way), -1)
+        task_columns[pair_task, local] = pairs % len(columns)
+        return local[pair], (columns, task_columns, n_classes)
 
     def _target_tensor(self, y_encoded, device):
         return torch.as_tensor(np.asarray(y_encoded, dtype=np.int64), device=device)
@@ -285,32 +349,118 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
             logits = logits[:, : len(self.classes_)]
         return logits
 
-    def predict(self, X):
-        """Predict class labels with the adapted model.
+    def _batch_logits(self, X, groups, y_support, support):
+        """Each row's logits after adapting its task (``-inf`` beyond an episode's classes), and the columns.
+
+        Returns the logits, the labels of their columns for each row (an
+        array of labels, or per-row column indices into the labels in
+        episodic mode) and the labels of the output columns.
+        """
+        logits, _, tasks, episodes = self._batch_outputs(X, groups, y_support, support)
+        if not self._episodic:
+            return logits, None, self.classes_
+        columns, task_columns, n_classes = episodes
+        in_task = (
+            torch.arange(self.n_way, device=logits.device)
+            < torch.as_tensor(n_classes[tasks], device=logits.device)[:, None]
+        )
+        return logits.masked_fill(~in_task, -torch.inf), task_columns[tasks], columns
+
+    def predict(self, X, groups=None, y_support=None, support=None):
+        """Predict class labels with the adapted model, or adapt to many new tasks at once and predict them.
+
+        Without ``groups``: the predictions of the current model, adapted by
+        :meth:`partial_adapt`.
+
+        With ``groups``: every distinct group of ``X`` is a new task. Its
+        rows with ``support`` True are its support rows, labelled by
+        ``y_support``; each task is adapted on them from the meta-learned
+        initialisation, as ``reset_adaptation().partial_adapt(X_support,
+        y_support)`` would, and each row of ``X`` is predicted by its task's
+        adapted model. Tasks with the same number of support rows are adapted
+        in one vectorised call. A task without support rows gets the
+        meta-learned model's predictions (an error in episodic mode, where a
+        task's classes are those of its support rows). The estimator is not
+        changed (its ``partial_adapt`` state included). In a
+        :class:`~sklearn.pipeline.Pipeline`, ``pipe.predict(X, groups=...,
+        y_support=..., support=...)`` transforms the support rows with the
+        rest of ``X``; these three arguments are requested by default under
+        metadata routing.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        groups : array-like of shape (n_samples,), default=None
+            Task id of every row: adapt to each task and predict its rows.
+        y_support : array-like of shape (n_samples,), default=None
+            Labels, aligned with ``X``; only the values at support rows are
+            read. Required with ``groups``. Grouped tasks: labels of
+            ``classes_``. Episodes: any labels, at most ``n_way`` per task.
+        support : array-like of bool of shape (n_samples,), default=None
+            True at each task's support rows. Required with ``groups``.
 
         Returns
         -------
         y : ndarray of shape (n_samples,)
-        """
-        winners = self._logits(X).argmax(dim=1).cpu().numpy()
-        return self.classes_[winners]
 
-    def predict_proba(self, X):
-        """Class probabilities from the adapted model, columns in the order of ``classes_``.
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_digits
+        >>> from sklearn_meta import MetaClassifier
+        >>> X, y = load_digits(return_X_y=True)
+        >>> X = X / 16
+        >>> train = y < 7  # meta-train on digits 0-6, adapt to new tasks over 7, 8, 9
+        >>> clf = MetaClassifier(n_way=2, k_shot=5, max_iter=20, random_state=0).fit(X[train], y[train])
+        >>> rows = np.concatenate([np.flatnonzero(y == c)[:10] for c in (7, 8, 8, 9)])  # two 2-way tasks
+        >>> groups = np.repeat(["store A", "store B"], 20)
+        >>> support = np.tile(np.arange(10) < 5, 4)  # 5 labelled rows per class
+        >>> clf.predict(X[rows], groups=groups, y_support=y[rows], support=support).shape
+        (40,)
+        """
+        if groups is None and y_support is None and support is None:
+            winners = self._logits(X).argmax(dim=1).cpu().numpy()
+            return self.classes_[winners]
+        logits, row_columns, columns = self._batch_logits(X, groups, y_support, support)
+        winners = logits.argmax(dim=1).cpu().numpy()
+        if row_columns is None:
+            return columns[winners]
+        return columns[row_columns[np.arange(len(winners)), winners]]
+
+    def predict_proba(self, X, groups=None, y_support=None, support=None):
+        """Class probabilities from the adapted model, or from each task's model after adapting to it.
+
+        Without ``groups``, columns in the order of ``classes_``. With
+        ``groups`` (see :meth:`predict`): grouped tasks, columns in the order
+        of ``classes_``; episodes, one column per label of
+        ``y_support[support]`` in sorted order (``np.unique``), zero for the
+        labels outside a row's task.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        groups : array-like of shape (n_samples,), default=None
+            Task id of every row: adapt to each task and predict its rows.
+        y_support : array-like of shape (n_samples,), default=None
+            Labels, aligned with ``X``; only the values at support rows are
+            read. Required with ``groups``.
+        support : array-like of bool of shape (n_samples,), default=None
+            True at each task's support rows. Required with ``groups``.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        return torch.softmax(self._logits(X), dim=1).cpu().numpy().astype(np.float64)
+        if groups is None and y_support is None and support is None:
+            return torch.softmax(self._logits(X), dim=1).cpu().numpy().astype(np.float64)
+        logits, row_columns, columns = self._batch_logits(X, groups, y_support, support)
+        proba = torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
+        if row_columns is None:
+            return proba
+        out = np.zeros((len(proba), len(columns)))
+        rows, local = np.nonzero(row_columns >= 0)
+        out[rows, row_columns[rows, local]] = proba[rows, local]
+        return out
 
     def score(self, X, y, sample_weight=None, groups=None):
         """Few-shot accuracy on held-out tasks.

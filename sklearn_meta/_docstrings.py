@@ -71,9 +71,10 @@ head : str, default=%
 
     The closed forms adapt only the last layer (the rest of the network is
     meta-learned, not adapted) in one solve (in float64), so ``inner_optimizer``,
-    ``inner_lr``, ``inner_steps``, ``adapt_steps``, ``first_order`` and
-    ``adapt_params`` are not used (setting them warns); each ``partial_adapt`` call adds its rows
-    to the fit (the same as adapting on all rows seen since the last reset).
+    ``inner_lr``, ``inner_steps``, ``adapt_steps``, ``first_order``,
+    ``recompute_inner`` and ``adapt_params`` are not used (setting them
+    warns); each ``partial_adapt`` call adds its rows to the fit (the same
+    as adapting on all rows seen since the last reset).
     They need a network ending in a linear layer: the built-in MLP, or a
     ``module`` building a ``torch.nn.Sequential`` whose last layer is
     ``torch.nn.Linear``.""",
@@ -106,6 +107,18 @@ adapt_steps : int, default=None
     "first_order": """\
 first_order : bool, default=False
     Drop the second-order terms of the meta-gradient (first-order MAML).""",
+    "recompute_inner": """\
+recompute_inner : bool, default=False
+    Keep no graph through the inner steps during meta-training: the
+    backward pass recomputes each task's inner trajectory step by step from
+    a few stored parameter-sized checkpoints (about ``log2(inner_steps) +
+    2`` of them), so the memory of a second-order update stays nearly flat
+    in ``inner_steps`` instead of growing with it, for more time per update
+    (measured: 22 MiB instead of 46 at 20 steps, 21 instead of 77 at 40,
+    for 1.2-1.9x the time at 5-40 steps; ``benchmarks/results/memory.md``).
+    The meta-gradient is the same, first or second order, for every
+    gradient-transformation inner optimizer. Meta-training then runs
+    eagerly: ``compile`` is not used.""",
     "meta_optimizer": """\
 meta_optimizer : {"adam", "adamw", "sgd", "rmsprop"} or class, default="adam"
     Outer optimizer: a name or a ``torch.optim.Optimizer`` class (or any
@@ -143,7 +156,8 @@ compile : bool or "auto", default="auto"
     Compile the meta-loss with :func:`torch.compile`: about a minute of
     compilation, then 2.5-3.6x faster second-order updates on CPU.
     ``"auto"`` compiles when ``max_iter >= 10000``; falls back to eager
-    execution with a warning if compilation fails.""",
+    execution with a warning if compilation fails. Not used with
+    ``recompute_inner=True``.""",
     "warm_start": """\
 warm_start : bool, default=False
     When ``fit`` is called again, continue meta-training the fitted model
@@ -158,6 +172,18 @@ random_state : int, RandomState instance or None, default=None
     "device": """\
 device : str, default="cpu"
     ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``.""",
+    "n_threads": """\
+n_threads : "auto", int or None, default="auto"
+    torch intra-op threads while ``fit`` and ``score`` run; the caller's
+    setting is restored afterwards. ``"auto"`` uses one thread for
+    networks too small to gain from more (the default MLP and most
+    tabular bodies: extra threads barely help them and slow them down
+    several times when another process competes for the cores) and the
+    caller's threads (``torch.get_num_threads()``) for work large enough
+    to gain from them, decided from the floating-point work of one forward
+    pass over an update's rows. An int: at most that many. ``None``: leave
+    torch's setting as it is. Several estimators fitted at once in threads
+    of one process take one thread each.""",
     "verbose": """\
 verbose : int, default=0
     0 is silent; 1 draws a progress bar (tqdm) with the latest meta-loss

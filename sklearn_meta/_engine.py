@@ -20,8 +20,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from ._recompute import checkpointed_value_and_grad
 from .optim import Params, adapted_names, apply_updates, uses_curvature
 
 __all__ = [
@@ -261,6 +262,7 @@ def meta_gradient(
     n_steps: int,
     first_order: bool = False,
     loss_fn: Callable | None = None,
+    recompute: bool = False,
 ) -> tuple[Tensor, Params, Any]:
     """The meta-loss and its gradient with respect to the meta-parameters.
 
@@ -268,6 +270,13 @@ def meta_gradient(
     trees of tensors so that a distributed trainer can all-reduce them.
 
     ``loss_fn``, when given, replaces :func:`meta_loss` (a compiled copy).
+
+    ``recompute=True`` keeps no graph through the inner loop: the backward
+    pass recomputes the inner trajectory step by step (see ``_recompute``),
+    so memory stays nearly flat in ``n_steps`` (it keeps about
+    ``log2(n_steps) + 2`` parameter-sized carries) for more compute. The
+    gradient is the same, first or second order. It cannot be combined with
+    ``loss_fn``; with a closed-form head (no inner steps) it changes nothing.
 
     Returns
     -------
@@ -278,6 +287,10 @@ def meta_gradient(
     meta_grads : tree of Tensor
         Gradient for the inner optimizer's meta-parameters, shaped like ``meta``.
     """
+    if recompute and learner.head is None:
+        if loss_fn is not None:
+            raise ValueError("recompute=True computes the meta-gradient eagerly; it takes no compiled loss_fn.")
+        return _recomputed_meta_gradient(learner, meta_params, meta, batch, n_steps, first_order)
     if loss_fn is None:
         loss = meta_loss(learner, meta_params, meta, batch, n_steps, first_order)
     else:
@@ -288,6 +301,33 @@ def meta_gradient(
     grads = torch.autograd.grad(loss, tensors, allow_unused=True, materialize_grads=True)
     n = len(meta_params)
     return loss.detach(), dict(zip(meta_params, grads[:n])), tree_unflatten(list(grads[n:]), meta_spec)
+
+
+def _recomputed_meta_gradient(learner, meta_params, meta, batch, n_steps, first_order):
+    # Each task's inner loop as init / step / loss over the carry (adapted parameters, optimizer
+    # state), the gradient taken with respect to (all parameters, inner meta-parameters): the
+    # parameters that do not adapt (a frozen body) get their share from every step.
+    inputs = ({name: p.detach() for name, p in meta_params.items()}, tree_map(torch.Tensor.detach, meta))
+
+    def one_task(xs, ys, xq, yq):
+        def init(inputs):
+            params, _ = inputs
+            return learner.select(params), learner.init_state(params)
+
+        def step(carry, inputs):
+            (adapted, state), (params, meta) = carry, inputs
+            params, state = adapt(learner, {**params, **adapted}, meta, state, xs, ys, 1, first_order=first_order)
+            return learner.select(params), state
+
+        def loss(carry, inputs):
+            (adapted, state), (params, _) = carry, inputs
+            return learner.query_loss({**params, **adapted}, state, xq, yq)
+
+        return checkpointed_value_and_grad(init, step, loss, inputs, n_steps)
+
+    losses, (param_grads, meta_grads) = vmap(one_task)(*batch)
+    mean = lambda t: t.mean(0)  # noqa: E731
+    return losses.mean(), tree_map(mean, param_grads), tree_map(mean, meta_grads)
 
 
 @torch.no_grad()

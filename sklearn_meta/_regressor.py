@@ -6,12 +6,24 @@ import numpy as np
 import torch
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
+from sklearn.utils import check_array
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import validate_data
 
+from ._adaptation import check_support_targets
 from ._base import BaseMetaEstimator, _arguments
 from ._docstrings import fill_parameters
 from ._samplers import grouped_sampler
+
+
+def _plain_targets(y, n_outputs: int) -> bool:
+    """Whether ``y`` is a finite float numpy array of ``n_outputs`` outputs: what validation passes unchanged."""
+    return (
+        type(y) is np.ndarray
+        and y.dtype in (np.float64, np.float32)
+        and (y.ndim == 1 and n_outputs == 1 or y.ndim == 2 and y.shape[1] == n_outputs)
+        and bool(np.isfinite(y.sum()))
+    )
 
 
 @fill_parameters
@@ -42,6 +54,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     {inner_steps}
     {adapt_steps}
     {first_order}
+    {recompute_inner}
     {meta_optimizer}
     {meta_lr}
     {meta_batch_size}
@@ -62,6 +75,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     {warm_start}
     {random_state}
     {device}
+    {n_threads}
     {verbose}
     {callbacks}
 
@@ -112,6 +126,10 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
 
     _criterion = torch.nn.MSELoss
 
+    # predict(X, groups=..., y_support=..., support=...) adapts to new tasks: requested by default,
+    # so a Pipeline routes them with metadata routing on and without set_predict_request calls.
+    __metadata_request__predict = {"groups": True, "y_support": True, "support": True}
+
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,
         "head": [StrOptions({"gradient", "ridge"})],
@@ -131,6 +149,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         inner_steps=1,
         adapt_steps=None,
         first_order=False,
+        recompute_inner=False,
         meta_optimizer="adam",
         meta_lr=1e-3,
         meta_batch_size=25,
@@ -146,6 +165,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         warm_start=False,
         random_state=None,
         device="cpu",
+        n_threads="auto",
         verbose=0,
         callbacks=None,
     ):
@@ -157,6 +177,10 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         return tags
 
     def _validate_targets(self, X, y, reset):
+        if not reset and _plain_targets(y, self.n_outputs_):
+            X = self._validate_rows(X)  # the serving fast path for plain numpy rows and targets
+            if len(y) == len(X):
+                return X, y.reshape(len(y), -1).astype(np.float32, copy=False), {}
         X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32), y_numeric=True, multi_output=True)
         attributes = {"_single_output": y.ndim == 1} if reset else {}
         y = y.reshape(len(y), -1).astype(np.float32, copy=False)
@@ -166,6 +190,24 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
 
     def _n_outputs(self, y_encoded, target_attributes):
         return y_encoded.shape[1]
+
+    def _encode_support_targets(self, y, tasks, labels, n_tasks):
+        try:
+            y = check_array(
+                y,
+                ensure_2d=False,
+                dtype="numeric",
+                ensure_all_finite=False,
+                ensure_min_samples=0,
+                input_name="y_support",
+            )
+        except ValueError as error:
+            raise ValueError(f"y_support must hold numeric targets at the support rows: {error}") from None
+        check_support_targets(y, tasks, labels)
+        n_outputs = 1 if y.ndim == 1 else y.shape[1]
+        if n_outputs != self.n_outputs_:
+            raise ValueError(f"y_support has {n_outputs} outputs but the model was fitted with {self.n_outputs_}.")
+        return y.reshape(len(y), -1).astype(np.float32), None
 
     def _target_tensor(self, y_encoded, device):
         return torch.from_numpy(np.array(y_encoded, dtype=np.float32)).to(device)  # a copy: any strides
@@ -188,8 +230,24 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     def _make_sampler(self, X_t, y_t, y_encoded, groups, generator):
         return grouped_sampler(self, X_t, y_t, groups, generator)
 
-    def predict(self, X, return_std=False):
-        """Predict with the adapted model (the meta-learned one before any adaptation).
+    def predict(self, X, return_std=False, groups=None, y_support=None, support=None):
+        """Predict with the adapted model, or adapt to many new tasks at once and predict them.
+
+        Without ``groups``: the predictions of the current model, adapted by
+        :meth:`partial_adapt` (the meta-learned one before any adaptation).
+
+        With ``groups``: every distinct group of ``X`` is a new task. Its
+        rows with ``support`` True are its support rows, with targets
+        ``y_support``; each task is adapted on them from the meta-learned
+        initialisation, as ``reset_adaptation().partial_adapt(X_support,
+        y_support)`` would, and each row of ``X`` is predicted by its task's
+        adapted model. Tasks with the same number of support rows are adapted
+        in one vectorised call. A task without support rows gets the
+        meta-learned model's predictions. The estimator is not changed (its
+        ``partial_adapt`` state included). In a :class:`~sklearn.pipeline.Pipeline`,
+        ``pipe.predict(X, groups=..., y_support=..., support=...)`` transforms
+        the support rows with the rest of ``X``; these three arguments are
+        requested by default under metadata routing.
 
         Parameters
         ----------
@@ -201,21 +259,46 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
             predictive of the adapted head, whose spread combines the
             uncertainty of the head's weights and the task's noise variance
             estimated from the rows adapted on (before any adaptation, the
-            prior's).
+            prior's). With ``groups``, of each task's adapted head.
+        groups : array-like of shape (n_samples,), default=None
+            Task id of every row: adapt to each task and predict its rows.
+        y_support : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+            Targets, aligned with ``X``; only the values at support rows are
+            read (NaN elsewhere is fine, such as a DataFrame column that is
+            missing on the rows to predict). Required with ``groups``.
+        support : array-like of bool of shape (n_samples,), default=None
+            True at each task's support rows. Required with ``groups``.
 
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         y_std : ndarray of shape (n_samples,)
             Only with ``return_std=True``; the same for every output.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_meta import MetaRegressor
+        >>> from sklearn_meta.datasets import make_sinusoid_tasks
+        >>> X, y, groups = make_sinusoid_tasks(n_tasks=200, n_samples_per_task=20, random_state=0)
+        >>> est = MetaRegressor(max_iter=20, random_state=0).fit(X, y, groups=groups)
+        >>> X_new, y_new, groups_new = make_sinusoid_tasks(n_tasks=3, n_samples_per_task=20, random_state=1)
+        >>> support = np.tile(np.arange(20) < 10, 3)  # the first 10 rows of each new task are labelled
+        >>> y_known = np.where(support, y_new, np.nan)
+        >>> est.predict(X_new, groups=groups_new, y_support=y_known, support=support).shape
+        (60,)
         """
-        if not return_std:
-            output = self._forward(X).cpu().numpy().astype(np.float64)
-            return output.ravel() if self._single_output else output
-        if self._network_spec_.get("head") != "ridge":
+        if return_std and self._serving().head != "ridge":
             raise ValueError("return_std=True needs head='ridge': its Bayesian linear head has a predictive variance.")
-        output, variance = self._forward(X, return_variance=True)
+        if groups is not None or y_support is not None or support is not None:
+            output, variance, _, _ = self._batch_outputs(X, groups, y_support, support, return_variance=return_std)
+        elif return_std:
+            output, variance = self._forward(X, return_variance=True)
+        else:
+            output = self._forward(X)
         output = output.cpu().numpy().astype(np.float64)
+        if not return_std:
+            return output.ravel() if self._single_output else output
         std = np.sqrt(variance.cpu().numpy().astype(np.float64))
         return (output.ravel() if self._single_output else output), std
 

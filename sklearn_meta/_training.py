@@ -12,6 +12,7 @@ them, its default callbacks (``EpochTimer``, and ``PassthroughScoring`` for
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -22,9 +23,10 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
 from ._callbacks import MetaProgressBar, OneBatchScoring, ThinnedPrintLog
+from ._distributed import Ranks
 from ._engine import Learner, TaskBatch, compiled_meta_loss, meta_gradient
 from ._warnings import warn
-from .exceptions import NonFiniteLossWarning
+from .exceptions import NonFiniteLossWarning, RankFailedError
 
 __all__ = ["MetaModel", "MetaNet", "train"]
 
@@ -98,10 +100,9 @@ def _all_finite(tensors) -> bool:
 
 
 def _record_batch(history, prefix: str, values: dict, size: int) -> None:
-    # Batch-level entries, as skorch's own loops record them, for PassthroughScoring;
-    # the epoch-level values are recorded directly too, so the log never depends on
-    # which default callbacks a user kept.
-    history.new_batch()
+    # Batch-level entries, as skorch's own loops record them, for PassthroughScoring, in the
+    # batch that skorch's on_batch_begin opened; the epoch-level values are recorded directly
+    # too, so the log never depends on which default callbacks a user kept.
     for key, value in values.items():
         history.record_batch(key, value)
         history.record(key, value)
@@ -116,22 +117,30 @@ def train(
     max_iter: int,
     n_steps: int,
     first_order: bool,
+    recompute: bool = False,
     validate: Callable[[], dict] | None = None,
     max_grad_norm: float | None = None,
     compile: bool = False,
-) -> None:
+    ranks: Ranks | None = None,
+) -> bool:
     """Run up to ``max_iter`` outer updates of ``net.module_``, appending to ``net.history``.
 
     A ``KeyboardInterrupt`` (Ctrl-C, or skorch's ``EarlyStopping``) ends
     training with the last completed update. A non-finite meta-loss,
     meta-gradient or updated parameter stops training with the last finite
     meta-parameters and a warning; before any update, :class:`ValueError`.
-    A history row exists exactly for every update the model has.
+    A history row exists exactly for every update the model has. Returns
+    whether the meta-loss ran compiled (``compile`` and no fallback).
+
+    With ``ranks`` (see ``_distributed``), every rank starts from rank 0's
+    parameters, computes the meta-gradient of its slice of each meta-batch,
+    and takes the step of the averaged meta-gradient; validation results
+    are averaged too, so that early stopping decides the same on every
+    rank. Every way of stopping stops all ranks at the same update.
     """
     model, optimizer = net.module_, net.optimizer_
-    loss_fn = compiled_meta_loss(learner, n_steps, first_order) if compile else None
+    loss_fn = compiled_meta_loss(learner, n_steps, first_order) if compile and not recompute else None
     params = list(model.parameters())
-    backup = [p.detach().clone() for p in params]
     # The same tensors every update (the optimizer steps them in place; a loaded checkpoint too).
     meta_params, inner_meta = model.meta_params(), model.inner_meta()
     named_parameters = list(model.named_parameters())
@@ -140,62 +149,91 @@ def train(
     # Read after on_train_begin: LoadInitState may replace the history with a saved one.
     history = net.history
     n_before = len(history)  # rows of earlier fits (warm start, a loaded checkpoint)
+    if ranks is not None:
+        ranks.broadcast_(params)  # one starting point, however each rank built its own
+        ranks.open(1 + sum(p.numel() for p in params), params[0].device, params[0].dtype)
+    backup = [p.detach().clone() for p in params]
     try:
-        for _ in range(max_iter):
-            net.notify("on_epoch_begin")
-            batch = sample()
-            net.notify("on_batch_begin", batch=batch, training=True)
-            try:
-                loss, param_grads, meta_grads = meta_gradient(
-                    learner, meta_params, inner_meta, batch, n_steps, first_order, loss_fn
-                )
-            except Exception as error:  # compilation failed (platform, toolchain): carry on eagerly
-                if loss_fn is None:
-                    raise
-                warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly.", UserWarning)
-                loss_fn = None
-                loss, param_grads, meta_grads = meta_gradient(
-                    learner, meta_params, inner_meta, batch, n_steps, first_order
-                )
-            grads = [*param_grads.values(), *tree_leaves(meta_grads)]
-            loss_value = loss.item()
-            # A non-finite gradient with a finite loss makes the stepped parameters non-finite,
-            # which the check after the step catches: one check of the loss suffices here.
-            if not math.isfinite(loss_value):
-                if not _all_finite(params):  # a callback wrote non-finite values into the model
+        with contextlib.nullcontext() if ranks is None else ranks.deferred_interrupts():
+            for _ in range(max_iter):
+                net.notify("on_epoch_begin")
+                batch = sample()
+                if ranks is not None:
+                    batch = ranks.shard(batch)
+                net.notify("on_batch_begin", batch=batch, training=True)
+                try:
+                    loss, param_grads, meta_grads = meta_gradient(
+                        learner, meta_params, inner_meta, batch, n_steps, first_order, loss_fn, recompute=recompute
+                    )
+                except Exception as error:  # compilation failed (platform, toolchain): carry on eagerly
+                    if loss_fn is None:
+                        raise
+                    warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly.", UserWarning)
+                    loss_fn = None
+                    loss, param_grads, meta_grads = meta_gradient(
+                        learner, meta_params, inner_meta, batch, n_steps, first_order, recompute=recompute
+                    )
+                grads = [*param_grads.values(), *tree_leaves(meta_grads)]
+                batch_size = len(batch.x_support)
+                if ranks is not None:  # one all-reduce: the meta-loss and every meta-gradient
+                    averaged, batch_size, stopped = ranks.exchange([loss, *grads], batch_size)
+                    if stopped:  # Ctrl-C on some rank: nobody makes this update
+                        history.pop()
+                        break
+                    loss, grads = averaged[0], averaged[1:]
+                loss_value = loss.item()
+                # A non-finite gradient with a finite loss makes the stepped parameters non-finite,
+                # which the check after the step catches: one check of the loss suffices here.
+                if not math.isfinite(loss_value):
+                    if not _all_finite(params):  # a callback wrote non-finite values into the model
+                        _restore(params, backup)
+                    _stop_non_finite(history, n_before)
+                    break
+                with torch.no_grad():
+                    torch._foreach_copy_(backup, params)
+                for p, g in zip(params, grads):
+                    p.grad = g
+                if max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                net.notify("on_grad_computed", named_parameters=named_parameters, batch=batch, training=True)
+                stepping = True
+                optimizer.step()
+                stepping = False
+                if not _all_finite(params):  # an overflowing step: undo it
                     _restore(params, backup)
-                _stop_non_finite(history, n_before)
-                break
-            with torch.no_grad():
-                torch._foreach_copy_(backup, params)
-            for p, g in zip(params, grads):
-                p.grad = g
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            net.notify("on_grad_computed", named_parameters=named_parameters, batch=batch, training=True)
-            stepping = True
-            optimizer.step()
-            stepping = False
-            if not _all_finite(params):  # an overflowing step: undo it
-                _restore(params, backup)
-                _stop_non_finite(history, n_before)
-                break
-            _record_batch(history, "train", {"train_loss": loss_value}, len(batch.x_support))
-            net.notify("on_batch_end", batch=batch, training=True)
-            if validate is not None:
-                values, size = validate()
-                net.notify("on_batch_begin", training=False)
-                _record_batch(history, "valid", values, size)
-                net.notify("on_batch_end", training=False)
-            net.notify("on_epoch_end")
+                    _stop_non_finite(history, n_before)
+                    break
+                _record_batch(history, "train", {"train_loss": loss_value}, int(batch_size))
+                net.notify("on_batch_end", batch=batch, training=True)
+                if validate is not None:
+                    values, size = validate()
+                    if ranks is not None:  # early stopping must decide the same on every rank
+                        names = list(values)
+                        averaged, size, stopped = ranks.exchange([torch.tensor(values[k]) for k in names], size)
+                        if stopped:
+                            break
+                        values = {name: value.item() for name, value in zip(names, averaged)}
+                    net.notify("on_batch_begin", training=False)
+                    _record_batch(history, "valid", values, int(size))
+                    net.notify("on_batch_end", training=False)
+                net.notify("on_epoch_end")
     except KeyboardInterrupt:
         if history and "train_loss" not in history[-1]:
             history.pop()  # the interrupted update never completed
         if stepping:  # Ctrl-C inside optimizer.step(): some parameters updated, others not
             _restore(params, backup)
+        if ranks is not None:  # a callback stopped this rank: the others stop at their next exchange
+            ranks.farewell(failed=False)
+    except RankFailedError:
+        raise
+    except BaseException:
+        if ranks is not None:  # the others must not wait for this rank's next exchange
+            ranks.farewell(failed=True)
+        raise
     for p in params:
         p.grad = None
     net.notify("on_train_end")
+    return loss_fn is not None and len(history) > n_before
 
 
 def _restore(params, backup) -> None:

@@ -2,7 +2,7 @@
 
 from sklearn.exceptions import NotFittedError
 
-__all__ = ["NonFiniteLossWarning", "NotAdaptedError", "SingleTaskWarning"]
+__all__ = ["NonFiniteLossWarning", "NotAdaptedError", "RankFailedError", "SingleTaskWarning"]
 
 
 class SingleTaskWarning(UserWarning):
@@ -20,3 +20,12 @@ class NonFiniteLossWarning(UserWarning):
 
 class NotAdaptedError(NotFittedError):
     """An episodic :class:`~sklearn_meta.MetaClassifier` was asked to predict before ``partial_adapt``."""
+
+
+class RankFailedError(RuntimeError):
+    """Distributed ``fit``: another rank of the process group failed, so this rank stopped too.
+
+    Raised on every rank but the one that failed (which raises its own
+    error), instead of waiting for it forever. The estimator is left as it
+    was before ``fit``. See the user guide's "Scaling out".
+    """

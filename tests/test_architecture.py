@@ -14,12 +14,16 @@ LAYERS = {
     "_version": 0,
     "_warnings": 0,
     "_engine": 1,
+    "_recompute": 1,
+    "_threads": 1,
     "_heads": 1,
     "_tasks": 1,
     "_network": 1,
     "_splitting": 1,
     "_callbacks": 2,
     "_training": 2,
+    "_compiling": 2,
+    "_distributed": 2,
     "_persistence": 2,
     "_samplers": 3,
     "_docstrings": 3,
@@ -66,7 +70,13 @@ def test_imports_point_down_the_layers():
 
 
 def test_the_engine_and_the_transforms_know_nothing_of_scikit_learn():
-    files = [*_modules()["optim"], PACKAGE / "_engine.py", PACKAGE / "_training.py", PACKAGE / "_heads.py"]
+    files = [
+        *_modules()["optim"],
+        PACKAGE / "_engine.py",
+        PACKAGE / "_training.py",
+        PACKAGE / "_heads.py",
+        PACKAGE / "_distributed.py",
+    ]
     for name in files:
         imported = {
             alias.name.split(".")[0] if isinstance(node, ast.Import) else (node.module or "").split(".")[0]

@@ -60,6 +60,16 @@ EXPECTED_OUTPUT = {
         "Bayesian ridge head",
         "95% intervals from 5 points cover",
     ],
+    "distributed_meta_training.py": [
+        "$ torchrun --standalone --nproc-per-node=2",
+        "each rank trained on its own",
+        "ranks hold identical parameters: True",
+        "rank 0 saved the model",
+    ],
+    "grid_search_on_a_cluster.py": [
+        "n_jobs=1:",
+        "Dask: same cv_results_ as n_jobs=1: True",
+    ],
     "real_data_fertility.py": [
         "MetaRegressor.score(X_test, y_test, groups=...), few-shot R² per fold",
         "Query MSE in (births per woman)²",

@@ -98,3 +98,49 @@ def test_get_params_set_params_and_clone():
     assert est.set_params(first_order=True, meta_lr=0.1) is est
     assert est.first_order is True and est.meta_lr == 0.1
     assert set(MetaClassifier().get_params()) == set(params) | {"n_way", "k_shot", "n_score_episodes"}
+
+
+def test_grid_search_on_a_dask_cluster_gives_the_n_jobs_1_results(sinusoids, routing):
+    # joblib's dask backend sends each (candidate, split) fit to a worker process of the cluster;
+    # metadata routing and GroupKFold must reach them, and every score must be what one process gets.
+    distributed = pytest.importorskip("distributed")
+    import joblib
+
+    X, y, groups, *_ = sinusoids
+    search = GridSearchCV(
+        MetaRegressor(**FAST),
+        {"head": ["gradient", "ridge"], "hidden_layer_sizes": [(8,), (16,)]},
+        cv=GroupKFold(2),
+    )
+    local = clone(search).fit(X, y, groups=groups)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client, joblib.parallel_backend("dask"):
+            with distributed.get_task_stream(client) as stream:
+                remote = clone(search).set_params(n_jobs=-1).fit(X, y, groups=groups)
+    workers = {task["worker"] for task in stream.data}
+    assert len(workers) == 2  # the fits ran in both worker processes, not here
+    assert remote.cv_results_["params"] == local.cv_results_["params"]
+    for key in ("split0_test_score", "split1_test_score", "mean_test_score", "rank_test_score"):
+        np.testing.assert_allclose(remote.cv_results_[key], local.cv_results_[key], rtol=1e-6)
+    assert remote.best_params_ == local.best_params_
+    np.testing.assert_allclose(remote.predict(X[:20]), local.predict(X[:20]), rtol=1e-6)
+
+
+def test_grid_search_on_ray_gives_the_n_jobs_1_results(sinusoids, routing):
+    # Ray's joblib backend, where Ray installs (pip install "sklearn-meta[ray]").
+    ray = pytest.importorskip("ray")
+    import joblib
+    from ray.util.joblib import register_ray
+
+    X, y, groups, *_ = sinusoids
+    search = GridSearchCV(MetaRegressor(**FAST), {"head": ["gradient", "ridge"]}, cv=GroupKFold(2))
+    local = clone(search).fit(X, y, groups=groups)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        register_ray()
+        with joblib.parallel_backend("ray"):
+            remote = clone(search).set_params(n_jobs=-1).fit(X, y, groups=groups)
+    finally:
+        ray.shutdown()
+    assert remote.cv_results_["params"] == local.cv_results_["params"]
+    np.testing.assert_allclose(remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"], rtol=1e-6)

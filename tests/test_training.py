@@ -5,9 +5,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from skorch.callbacks import Callback, EarlyStopping, PrintLog
 
-from sklearn_meta import MetaRegressor
+from sklearn_meta import MetaRegressor, _compiling
 from sklearn_meta.exceptions import NonFiniteLossWarning
 
 from .conftest import FAST
@@ -202,14 +203,46 @@ def test_ctrl_c_during_fit_keeps_a_usable_estimator_at_its_last_update(sinusoids
     np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
 
 
-def test_compile_switch(sinusoids):
+@pytest.fixture
+def compile_markers(tmp_path, monkeypatch):
+    """An empty folder for the markers of compiled fits (never the user's own)."""
+    monkeypatch.setattr(_compiling, "_folder", lambda: tmp_path)
+    return tmp_path
+
+
+def test_compile_switch(sinusoids, compile_markers):
     X, y, groups, *_ = sinusoids
     assert MetaRegressor(max_iter=10_000)._use_compile() and not MetaRegressor(max_iter=9_999)._use_compile()
     assert not MetaRegressor(max_iter=10_000, compile=False)._use_compile()
     assert MetaRegressor(max_iter=1, compile=True)._use_compile()
 
 
-def test_compiled_training_gives_the_eager_parameters(sinusoids):
+def test_auto_compiles_shorter_fits_once_torch_has_cached_their_shapes(compile_markers):
+    est = MetaRegressor(max_iter=1000)
+    key = est._compile_key({"hidden_layer_sizes": [40, 40], "module": None}, 10, 10, "cpu")
+    assert not est._use_compile(key)  # a first compilation (about a minute) does not pay in 1,000 updates
+    _compiling.mark_warm(key)
+    assert est._use_compile(key)  # a cached one (a few seconds) does
+    assert not MetaRegressor(max_iter=_compiling.WARM_MIN_ITER - 1)._use_compile(key)
+    assert not MetaRegressor(max_iter=1000, compile=False)._use_compile(key)
+
+
+def test_the_compile_key_names_the_shapes_and_the_architecture():
+    est = MetaRegressor()
+    spec = {"hidden_layer_sizes": [40, 40], "module": None, "head": "ridge"}
+    key = est._compile_key(spec, 10, 10, "cpu")
+    assert key == clone(est)._compile_key(dict(spec), 10, 10, "cpu")
+    assert key != est._compile_key(spec, 5, 10, "cpu")
+    assert key != est._compile_key({**spec, "hidden_layer_sizes": [40]}, 10, 10, "cpu")
+    assert key != clone(est).set_params(meta_batch_size=32)._compile_key(spec, 10, 10, "cpu")
+    assert key != est._compile_key({**spec, "head": "gradient"}, 10, 10, "cpu")
+    assert key != clone(est).set_params(inner_lr=0.1)._compile_key(spec, 10, 10, "cpu")
+    # a user module is named by where it is defined, not by its address in this process
+    with_module = est._compile_key({"module": torch.nn.Linear}, 10, 10, "cpu")
+    assert with_module == est._compile_key({"module": torch.nn.Linear}, 10, 10, "cpu")
+
+
+def test_compiled_training_gives_the_eager_parameters(sinusoids, compile_markers):
     # Slow (compilation takes tens of seconds on 2 cores), but it is the proof that the
     # compiled path is exact.
     X, y, groups, X_test, *_ = sinusoids
@@ -221,6 +254,7 @@ def test_compiled_training_gives_the_eager_parameters(sinusoids):
     np.testing.assert_allclose(compiled.loss_curve_, eager.loss_curve_, rtol=1e-5)
     for (name, a), (_, b) in zip(compiled.module_.named_parameters(), eager.module_.named_parameters()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+    assert len(list(compile_markers.iterdir())) == 1  # the compiled fit left its marker; the eager one none
 
 
 # --- skorch callbacks get a real net -------------------------------------------------------
@@ -409,3 +443,13 @@ def test_non_finite_features_of_a_closed_form_head_stop_training_with_a_warning(
         est.fit(X, y, groups=groups)
     assert est.n_iter_ == 3 and all(np.isfinite(est.loss_curve_))
     assert all(torch.isfinite(p).all() for p in est.module_.parameters())
+
+
+def test_each_update_records_one_training_batch_and_one_validation_batch(sinusoids):
+    # skorch's on_batch_begin opens the batch entry; the loop records into it (no empty entries).
+    X, y, groups, *_ = sinusoids
+    est = MetaRegressor(**{**FAST, "max_iter": 3, "meta_batch_size": 5}, early_stopping=True).fit(X, y, groups=groups)
+    for row in est.history_:
+        train, valid = row["batches"]
+        assert set(train) == {"train_loss", "train_batch_size"} and train["train_batch_size"] == 5
+        assert set(valid) == {"valid_loss", "valid_score", "valid_batch_size"}
