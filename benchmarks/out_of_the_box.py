@@ -121,15 +121,18 @@ def _child(code: str, args: list[str], omp: bool = False) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def threads_table(iters: int) -> tuple[str, list]:
+def threads_table(iters: int, repeats: int) -> tuple[str, list]:
     cores = os.cpu_count() or 1
     rows, records = [], []
     for name, (kind, params, data) in NETWORKS.items():
-        one = _child(THREADS_CHILD, [kind, json.dumps(params), data, "1", str(iters)])
-        many = _child(THREADS_CHILD, [kind, json.dumps(params), data, str(cores), str(iters)])
-        records.append({"network": name, "flops": one["flops"], "ms_1": one["ms"], f"ms_{cores}": many["ms"]})
-        ratio = one["ms"] / many["ms"]
-        rows.append([name, f"{one['flops'] / 1e6:,.1f}", fmt(one["ms"]), fmt(many["ms"]), f"{ratio:.2f}"])
+        ms = {1: [], cores: []}
+        for _ in range(repeats):  # interleaved, each a fresh process
+            for threads in ms:
+                result = _child(THREADS_CHILD, [kind, json.dumps(params), data, str(threads), str(iters)])
+                ms[threads].append(result["ms"])
+        one, many = statistics.median(ms[1]), statistics.median(ms[cores])
+        records.append({"network": name, "flops": result["flops"], "ms_1": ms[1], f"ms_{cores}": ms[cores]})
+        rows.append([name, f"{result['flops'] / 1e6:,.1f}", fmt(one), fmt(many), f"{one / many:.2f}"])
         print(" | ".join(rows[-1]), flush=True)
     header = ["network", "MFLOP per forward of an update's rows", "1 thread (ms/update)",
               f"{cores} threads (ms/update)", f"speed-up of {cores} threads"]  # fmt: skip
@@ -207,11 +210,12 @@ def main():
     start = time.perf_counter()
     sections, records = [], {}
     if not args.skip_threads:
-        table, records["threads"] = threads_table(args.threads_iterations)
+        table, records["threads"] = threads_table(args.threads_iterations, args.repeats)
         sections.append(
             "### Threads: one against all cores\n\nMedian update of a fit of "
-            f"{args.threads_iterations} updates (the first 3 left out), default head, meta-batch 25, each cell a "
-            "fresh process with `torch.set_num_threads` set first. MFLOP: `torch.utils.flop_counter` on one "
+            f"{args.threads_iterations} updates (the first 3 left out), default head, meta-batch 25, each run a "
+            f"fresh process with `torch.set_num_threads` set first; median of {args.repeats} interleaved runs. "
+            "MFLOP: `torch.utils.flop_counter` on one "
             "forward pass of the network over one update's rows (meta-batch x rows per task).\n\n" + table
         )
     table, records["out_of_the_box"] = out_of_the_box(args.repeats, not args.skip_example)

@@ -23,6 +23,7 @@ from ._engine import Learner, adapt, adapt_tasks, predict_tasks
 from ._heads import HEADS
 from ._splitting import describe, support_size, validate_groups
 from ._tasks import GroupedRows, encode_groups
+from ._threads import thread_policy
 
 __all__ = ["AdaptationMixin", "as_float_tensor", "atomic", "check_support_targets", "diverged"]
 
@@ -212,6 +213,7 @@ class AdaptationMixin:
         self._reset_adaptation_state()
         return self
 
+    @thread_policy
     def partial_adapt(self, X, y):
         """Adapt to one task from a few labelled rows, in place.
 
@@ -261,6 +263,7 @@ class AdaptationMixin:
     def _runtime_device(self) -> torch.device:
         return self._serving().device
 
+    @thread_policy
     def _forward(self, X, return_variance: bool = False):
         """Outputs of the current (adapted, or meta-learned) network for ``X``.
 
@@ -300,6 +303,7 @@ class AdaptationMixin:
         """
         raise NotImplementedError
 
+    @thread_policy
     def _batch_outputs(self, X, groups, y_support, support, return_variance: bool = False):
         """Adapt every task of ``groups`` on its support rows and predict all its rows, on copies.
 
@@ -386,6 +390,7 @@ class AdaptationMixin:
 
         return vmap(one_task)(x_support, y_support)
 
+    @thread_policy
     def _few_shot_outputs(self, X, y, groups):
         """Adapt to each task of ``groups`` on its first rows; predict the rest.
 

@@ -159,14 +159,17 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         seeds = tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
         if ranks is None:
-            prepared = self._prepare_training(X, y, groups, seeds, ranks)
+            # validation and building run on the threads of small work; training on those its work calls for
+            with intra_op_threads(choose(self.n_threads, 0.0)):
+                prepared = self._prepare_training(X, y, groups, seeds, ranks)
         else:
             # Rank 0's seeds: the same network and the same meta-batches on every rank, even with
             # random_state=None. Then every rank learns whether all of them prepared the same model,
             # instead of one waiting forever for a rank that failed.
             seeds = ranks.broadcast_object(seeds)
             try:
-                prepared = self._prepare_training(X, y, groups, seeds, ranks)
+                with intra_op_threads(choose(self.n_threads, 0.0)):
+                    prepared = self._prepare_training(X, y, groups, seeds, ranks)
             except Exception as error:
                 ranks.agree(None, error)
             ranks.agree(prepared.pop("description"))
@@ -190,6 +193,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         self.n_support_, self.n_query_ = prepared["n_support"], prepared["n_query"]
         self.device_ = str(prepared["device"])
         self._network_spec_ = prepared["spec"]
+        self._flops_per_row_ = prepared["work"] / prepared["rows"]  # for n_threads="auto" after fit
         self._reset_adaptation_state()
 
     def _train(self, net, learner, prepared, ranks, compile: bool) -> bool:
@@ -255,11 +259,12 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         validate = None
         if validation_batch is not None:
             validate = self._validation_function(learner, model, validation_batch)
-        work = 0.0  # floating-point work of one forward pass over an update's rows, for n_threads="auto"
-        if self.n_threads == "auto":
-            work = forward_flops(model.network, X_t, self.meta_batch_size * (n_support + n_query))
+        # floating-point work of one forward pass over an update's rows, for n_threads="auto"
+        rows = self.meta_batch_size * (n_support + n_query)
+        work = forward_flops(model.network, X_t, rows)
         return {
             "work": work,
+            "rows": rows,
             "net": net,
             "learner": learner,
             "model": model,

@@ -1,11 +1,11 @@
 """When ``compile="auto"`` compiles the meta-loss: long fits, or fits whose compilation torch has cached.
 
 Compiling the meta-loss with :func:`torch.compile` makes an update 2-3x
-faster on CPU, but the first compilation of a shape takes about a minute
-(``benchmarks/results/compile_cache.md``). torch caches what it compiled
+faster on CPU, but the first compilation of a shape takes 20-45 s on a
+2-core CPU (``benchmarks/results/compile_cache.md``). torch caches what it compiled
 (inductor's FX graph cache and AOTAutograd's cache, on by default, in
 ``TORCHINDUCTOR_CACHE_DIR``), and a second compilation of the same graphs
-takes a few seconds. Which graphs torch would find in its cache cannot be
+takes 2-5 s. Which graphs torch would find in its cache cannot be
 asked cheaply, so after every fit that compiled, a marker named by the fit's
 shapes is written beside torch's cache; ``compile="auto"`` then compiles a
 fit with a marker once it is long enough to pay back the few seconds.
@@ -23,9 +23,11 @@ import torch
 
 __all__ = ["COLD_MIN_ITER", "WARM_MIN_ITER", "cache_key", "is_warm", "mark_warm", "should_compile"]
 
-# Outer updates from which compiling pays back (benchmarks/results/compile_cache.md, 2-core CPU).
+# Outer updates from which compiling pays back, with a margin (benchmarks/results/compile_cache.md, 2-core
+# CPU, MLP 40-40, meta-batch 25): compiling took 22-42 s with cold caches and 1.9-4.8 s with warm ones, and
+# made an update 1.8-3.2x faster, so it paid back after 2,700-6,500 updates cold and 310-820 warm.
 COLD_MIN_ITER = 10_000
-WARM_MIN_ITER = 600
+WARM_MIN_ITER = 1_000
 
 
 def _folder() -> Path:

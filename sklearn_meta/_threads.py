@@ -11,16 +11,18 @@ applies the choice around a call and restores the caller's setting after.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 
 import torch
 
-__all__ = ["choose", "forward_flops", "intra_op_threads"]
+__all__ = ["choose", "forward_flops", "intra_op_threads", "thread_policy"]
 
-# Floating-point operations of one forward pass over one update's rows above which the caller's threads pay:
-# measured in benchmarks/out_of_the_box.py (threads table) on a 2-core CPU, where two threads first beat
-# one at about this much work per update, and never lose by much above it.
-AUTO_THRESHOLD = 50_000_000
+# Floating-point operations of one forward pass over one update's rows from which the caller's threads
+# are used. Measured on a quiet 2-core CPU (benchmarks/results/out_of_the_box.md, threads table), two threads
+# against one: 0.88x at 1.7 MFLOP (the default MLP), 1.08x at 82 MFLOP, 1.5-1.8x from 900 MFLOP on. Below
+# a few hundred MFLOP the gain is small on a quiet machine and a loss of several times on a busy one.
+AUTO_THRESHOLD = 200_000_000
 
 _LOCK = threading.Lock()
 _ACTIVE = 0
@@ -82,3 +84,23 @@ def forward_flops(module: torch.nn.Module, x: torch.Tensor, rows: int) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(sample)
     return counter.get_total_flops() * rows / len(sample)
+
+
+def thread_policy(method):
+    """Decorate an estimator method whose first argument is ``X``: run it under ``n_threads``'s choice.
+
+    The work is the rows of ``X`` times the fitted network's floating-point
+    operations per row (``_flops_per_row_``, counted at ``fit``).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, X, *args, **kwargs):
+        try:
+            rows = len(X)
+        except TypeError:  # not a sequence: validation will say so
+            rows = 0
+        work = rows * getattr(self, "_flops_per_row_", 0.0)
+        with intra_op_threads(choose(getattr(self, "n_threads", "auto"), work)):
+            return method(self, X, *args, **kwargs)
+
+    return wrapper

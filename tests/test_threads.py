@@ -1,5 +1,6 @@
 """n_threads: the intra-op thread count during fit, and the caller's setting restored after."""
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -103,3 +104,51 @@ def test_forward_flops_counts_the_network_and_scales_to_the_rows():
     flops = _threads.forward_flops(net, torch.zeros(10, 4), 10)
     assert flops == 2 * 10 * (4 * 8 + 8 * 1)
     assert _threads.forward_flops(net, torch.zeros(10, 4), 100) == 10 * flops
+
+
+def test_joblib_workers_of_a_search_keep_one_thread(sinusoids, routing_on):
+    # GridSearchCV(n_jobs=2): joblib's worker processes limit their threads (one each on 2 cores), and
+    # fit never raises them, even when asked for more.
+    from sklearn.model_selection import GroupKFold, cross_validate
+
+    X, y, groups, *_ = sinusoids
+    est = MetaRegressor(**{**FAST, "max_iter": 2}, n_threads=4, callbacks=[SeenThreads()])
+    results = cross_validate(est, X, y, params={"groups": groups}, cv=GroupKFold(2), n_jobs=2, return_estimator=True)
+    limit = max(1, (os.cpu_count() or 1) // 2)  # what joblib gives each of 2 workers
+    for fitted in results["estimator"]:
+        assert fitted.callbacks[0].seen == [limit, limit]
+
+
+@pytest.fixture
+def routing_on():
+    import sklearn
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        yield
+
+
+class RecordingMLP(torch.nn.Module):
+    """A small body and last layer that record torch's thread count at every forward pass."""
+
+    seen: list = []
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(n_features_in, 8), torch.nn.ReLU())
+        self.head = torch.nn.Linear(8, n_outputs)
+
+    def forward(self, x):
+        RecordingMLP.seen.append(torch.get_num_threads())
+        return self.head(self.body(x))
+
+
+@pytest.mark.parametrize("threshold", [_threads.AUTO_THRESHOLD, 0.0])
+def test_adaptation_and_prediction_follow_the_policy_too(sinusoids, two_threads, monkeypatch, threshold):
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    est = MetaRegressor(**{**FAST, "max_iter": 2}, module=RecordingMLP, head="gradient").fit(X, y, groups=groups)
+    monkeypatch.setattr(_threads, "AUTO_THRESHOLD", threshold)
+    RecordingMLP.seen = []
+    est.partial_adapt(X_test[:10], y_test[:10]).predict(X_test)
+    est.score(X_test, y_test, groups=groups_test)
+    assert set(RecordingMLP.seen) == ({1} if threshold else {2})
+    assert torch.get_num_threads() == 2
