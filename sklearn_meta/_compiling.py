@@ -41,8 +41,12 @@ def _folder() -> Path:
 
 
 def cache_key(*parts) -> str:
-    """A name for what a compilation depends on: the given parts, and the torch and Python versions."""
-    text = repr((torch.__version__, sys.version_info[:2], *parts))
+    """A name for what a compilation depends on: the given parts, and which torch and Python run it.
+
+    The torch installation's path is part of it: another environment on the
+    same machine shares torch's cache folder but not what it cached.
+    """
+    text = repr((torch.__version__, torch.__file__, sys.prefix, sys.version_info[:2], *parts))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from sklearn_meta import _compiling
+from sklearn_meta._engine import TaskBatch
 from sklearn_meta.datasets import make_classification_tasks, make_sinusoid_tasks
 
 # The test networks are tiny: one intra-op thread avoids OpenMP spin-waits that make
@@ -35,3 +37,23 @@ def digits_pool():
     y = np.repeat(np.arange(8) * 10, 30)  # labels 0, 10, ..., 70
     X = centres[y // 10] + rng.normal(size=(len(y), 5))
     return X, y
+
+
+def float64_problem(n_tasks: int):
+    """A tanh MLP's parameters and a meta-batch of random tasks, in float64 (6 support, 7 query rows).
+
+    tanh and float64: second-order terms are large and gradient comparisons can be tight.
+    """
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    shapes = ((6, 2), (6, 1), (7, 2), (7, 1))
+    batch = TaskBatch(*(torch.randn(n_tasks, n, d, dtype=torch.float64) for n, d in shapes))
+    return net, params, batch
+
+
+@pytest.fixture(autouse=True)
+def _no_compile_markers(tmp_path_factory, monkeypatch):
+    """compile="auto" reads markers of earlier compiled fits on this machine: tests never see the user's."""
+    folder = tmp_path_factory.mktemp("compile_markers")
+    monkeypatch.setattr(_compiling, "_folder", lambda: folder)

@@ -2,12 +2,10 @@
 
 import pytest
 import torch
-from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 from sklearn_meta._engine import (
     Learner,
-    TaskBatch,
     adapt,
     adapt_tasks,
     compiled_meta_loss,
@@ -15,6 +13,8 @@ from sklearn_meta._engine import (
     predict_tasks,
 )
 from sklearn_meta.optim import adam, chain, clip_by_global_norm, masked, meta_sgd, newton, scale_by_learned_rate, sgd
+
+from .conftest import float64_problem
 
 N_TASKS, N_STEPS = 4, 3
 
@@ -25,17 +25,7 @@ def _mse(output, target):
 
 @pytest.fixture
 def setup():
-    torch.manual_seed(0)
-    # tanh and float64: second-order terms are large and comparisons tight
-    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).double()
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
-    batch = TaskBatch(
-        torch.randn(N_TASKS, 6, 2, dtype=torch.float64),
-        torch.randn(N_TASKS, 6, 1, dtype=torch.float64),
-        torch.randn(N_TASKS, 7, 2, dtype=torch.float64),
-        torch.randn(N_TASKS, 7, 1, dtype=torch.float64),
-    )
-    return net, params, batch
+    return float64_problem(N_TASKS)
 
 
 def _reference_step(name, params, meta, grads, state, lr):

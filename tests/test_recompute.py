@@ -8,15 +8,14 @@ from typing import NamedTuple
 import pytest
 import torch
 from sklearn.utils._param_validation import InvalidParameterError
-from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 from sklearn_meta import MetaClassifier, MetaRegressor
-from sklearn_meta._engine import Learner, TaskBatch, compiled_meta_loss, meta_gradient
+from sklearn_meta._engine import Learner, compiled_meta_loss, meta_gradient
 from sklearn_meta._recompute import checkpointed_value_and_grad
 from sklearn_meta.optim import adam, chain, clip_by_global_norm, masked, meta_sgd, newton, scale_by_learned_rate, sgd
 
-from .conftest import FAST
+from .conftest import FAST, float64_problem
 
 N_TASKS = 3
 
@@ -27,12 +26,7 @@ def _mse(output, target):
 
 @pytest.fixture
 def setup():
-    torch.manual_seed(0)
-    # tanh and float64: second-order terms are large and comparisons tight
-    net = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).double()
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
-    batch = TaskBatch(*(torch.randn(N_TASKS, n, d, dtype=torch.float64) for n, d in ((6, 2), (6, 1), (7, 2), (7, 1))))
-    return net, params, batch
+    return float64_problem(N_TASKS)
 
 
 class _CountState(NamedTuple):

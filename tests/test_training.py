@@ -190,14 +190,24 @@ def test_ctrl_c_during_fit_keeps_a_usable_estimator_at_its_last_update(sinusoids
     import signal
     import threading
 
+    class CtrlCSoon(Callback):
+        """Ctrl-C from another thread 0.3 s after training starts, wherever the loop then is.
+
+        (Started with training, not with fit: in a fresh process fit's preparation can take longer
+        than a fixed delay, and a Ctrl-C there leaves fit before training, as it should.)
+        """
+
+        def on_train_begin(self, net, **kwargs):
+            self.timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+            self.timer.start()
+
     X, y, groups, X_test, *_ = sinusoids
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    ctrl_c = CtrlCSoon()
     try:
-        est = MetaRegressor(**{**FAST, "max_iter": 10**6}, compile=False).fit(X, y, groups=groups)
+        est = MetaRegressor(**{**FAST, "max_iter": 20_000}, compile=False, callbacks=[ctrl_c]).fit(X, y, groups=groups)
     finally:
-        timer.cancel()
-    assert 0 < est.n_iter_ < 10**6 and len(est.loss_curve_) == est.n_iter_
+        ctrl_c.timer.cancel()
+    assert 0 < est.n_iter_ < 20_000 and len(est.loss_curve_) == est.n_iter_
     # Deterministic training: the interrupted model is the model of its last completed update.
     same = MetaRegressor(**{**FAST, "max_iter": est.n_iter_}).fit(X, y, groups=groups)
     np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
