@@ -203,10 +203,14 @@ def test_ctrl_c_during_fit_keeps_a_usable_estimator_at_its_last_update(sinusoids
 
     X, y, groups, X_test, *_ = sinusoids
     ctrl_c = CtrlCSoon()
+    # Python's own Ctrl-C handler, whatever an earlier test (or library it used) installed: in the full suite
+    # on a fresh clone the signal was otherwise lost.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         est = MetaRegressor(**{**FAST, "max_iter": 20_000}, compile=False, callbacks=[ctrl_c]).fit(X, y, groups=groups)
     finally:
         ctrl_c.timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert 0 < est.n_iter_ < 20_000 and len(est.loss_curve_) == est.n_iter_
     # Deterministic training: the interrupted model is the model of its last completed update.
     same = MetaRegressor(**{**FAST, "max_iter": est.n_iter_}).fit(X, y, groups=groups)
