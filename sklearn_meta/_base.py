@@ -158,21 +158,18 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         ranks = Ranks.current()  # inside an initialised process group of several: distributed meta-training
         rng = check_random_state(self.random_state)
         seeds = tuple(int(s) for s in rng.randint(np.iinfo(np.int32).max, size=2))
-        if ranks is None:
+        if ranks is not None:  # rank 0's seeds: the same network and meta-batches on every rank
+            seeds = ranks.broadcast_object(seeds)
+        try:
             # validation and building run on the threads of small work; training on those its work calls for
             with intra_op_threads(choose(self.n_threads, 0.0)):
                 prepared = self._prepare_training(X, y, groups, seeds, ranks)
-        else:
-            # Rank 0's seeds: the same network and the same meta-batches on every rank, even with
-            # random_state=None. Then every rank learns whether all of them prepared the same model,
-            # instead of one waiting forever for a rank that failed.
-            seeds = ranks.broadcast_object(seeds)
-            try:
-                with intra_op_threads(choose(self.n_threads, 0.0)):
-                    prepared = self._prepare_training(X, y, groups, seeds, ranks)
-            except Exception as error:
-                ranks.agree(None, error)
-            ranks.agree(prepared.pop("description"))
+        except Exception as error:
+            if ranks is None:
+                raise
+            ranks.agree(None, error)  # re-raises here; the other ranks raise RankFailedError, not wait
+        if ranks is not None:  # every rank learns whether all of them prepared the same model
+            ranks.agree(prepared["description"])
         net, learner, model = prepared["net"], prepared["learner"], prepared["model"]
         key = self._compile_key(prepared["spec"], prepared["n_support"], prepared["n_query"], prepared["device"])
         with intra_op_threads(choose(self.n_threads, prepared["work"])):
