@@ -28,7 +28,7 @@ with the mean and standard deviation of the training countries (about 4.2 and
 2.0 births per woman). Errors are reported back in births per woman: mean
 squared error over a country's 42 query years, averaged over countries, with
 a 95% interval, and the pooled few-shot R² that ``score(X, y, groups=...)``
-computes. ``MetaRegressor`` runs with its defaults (a (40, 40) MLP body and
+computes. ``MetaRegressor`` runs with its defaults (a (40, 40) tanh MLP body and
 the Bayesian ridge head, 1,000 updates). The baselines' settings (degree 2 and
 ``alpha=1`` for the ridge; the Matern kernel) were chosen on a validation
 split of training countries (112 for meta-training, 38 for validation, same
@@ -44,7 +44,7 @@ per-country ridge, which it beats on more than 90% of the countries. The
 Gaussian process is a strong baseline on these smooth curves: its mean error
 is a little higher (about 0.024, the intervals overlap) and it is the more
 accurate of the two on about half of the countries (median 0.005 against
-0.006). Meta-learning ties a well-chosen per-country smoother here, with
+0.005). Meta-learning ties a well-chosen per-country smoother here, with
 fewer large errors; it clearly beats every model that ignores either the
 other countries or the new country's own rows. Its largest errors come from
 its prior: where a country has no support years early on and an unusual

@@ -138,7 +138,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     def __init__(
         self,
         hidden_layer_sizes=(40, 40),
-        activation="relu",
+        activation="tanh",
         *,
         module=None,
         module_kwargs=None,

@@ -39,6 +39,8 @@ def test_shared_parameters_read_the_same_in_both_estimators():
 
 def test_per_estimator_defaults_are_documented_as_the_signature_has_them():
     assert 'head : str, default="ridge"' in MetaRegressor.__doc__
+    assert 'default="tanh"' in MetaRegressor.__doc__ and MetaRegressor().activation == "tanh"
+    assert 'default="relu"' in MetaClassifier.__doc__ and MetaClassifier().activation == "relu"
     assert f'head : str, default="{MetaClassifier().head}"' in MetaClassifier.__doc__
     assert "default=%" not in MetaRegressor.__doc__ + MetaClassifier.__doc__
 
