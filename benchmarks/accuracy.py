@@ -101,6 +101,7 @@ def train_cell(args, method: str, k: int):
     if method in METHODS:
         est = MetaRegressor(
             hidden_layer_sizes=(40, 40),
+            activation="relu",  # the papers' network; MetaRegressor defaults to tanh
             head="gradient",
             inner_lr=INNER_LR,
             inner_steps=1,
