@@ -181,8 +181,9 @@ device : str, default="cpu"
     ``"cpu"``, ``"cuda"`` (or ``"cuda:N"``), or ``"auto"``.""",
     "n_threads": """\
 n_threads : "auto", int or None, default="auto"
-    torch intra-op threads while ``fit`` meta-trains; the caller's
-    setting is restored afterwards. ``"auto"`` uses one thread for
+    torch intra-op threads while ``fit``, ``partial_adapt``, ``predict``
+    (and ``predict_proba``) and ``score`` run; the caller's setting is
+    restored after each call. ``"auto"`` uses one thread for
     networks too small to gain from more (the default MLP and most
     tabular bodies: extra threads barely help them and slow them down
     several times when another process competes for the cores) and the

@@ -19,9 +19,10 @@ import torch
 __all__ = ["choose", "forward_flops", "intra_op_threads", "thread_policy"]
 
 # Floating-point operations of one forward pass over one update's rows from which the caller's threads
-# are used. Measured on a quiet 2-core CPU (benchmarks/results/out_of_the_box.md, threads table), two threads
-# against one: 0.88x at 1.7 MFLOP (the default MLP), 1.08x at 82 MFLOP, 1.5-1.8x from 900 MFLOP on. Below
-# a few hundred MFLOP the gain is small on a quiet machine and a loss of several times on a busy one.
+# are used. Measured on a quiet 2-core CPU (benchmarks/results/out_of_the_box.md, threads table; two runs),
+# two threads against one: 0.88-0.97x at 1.7 MFLOP (the default MLP), 1.08-1.35x at 82 MFLOP, 1.4-1.8x from
+# 900 MFLOP on. Below a few hundred MFLOP the gain is small or none on a quiet machine, and a loss of several
+# times on a busy one (2.6x for the default MLP beside one CPU-bound process).
 AUTO_THRESHOLD = 200_000_000
 
 _LOCK = threading.Lock()
