@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 from collections.abc import Callable
 
 import torch
@@ -99,6 +101,32 @@ def _all_finite(tensors) -> bool:
     return bool(torch.isfinite(torch.stack([t.sum() for t in tensors]).sum()))
 
 
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold Ctrl-C until the block ends, then deliver it: the block runs whole or not at all.
+
+    Keeps an update and its history row together: a Ctrl-C between
+    ``optimizer.step()`` and the row being written would otherwise leave a
+    model one update ahead of its ``n_iter_``. A delivered Ctrl-C goes to
+    whatever handler was installed before (Python's raises
+    ``KeyboardInterrupt``; the distributed one sets its flag). Only the main
+    thread receives signals; elsewhere, and under a handler installed outside
+    Python, nothing is held.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)
+
+
 def _record_batch(history, prefix: str, values: dict, size: int) -> None:
     # Batch-level entries, as skorch's own loops record them, for PassthroughScoring, in the
     # batch that skorch's on_batch_begin opened; the epoch-level values are recorded directly
@@ -144,7 +172,6 @@ def train(
     # The same tensors every update (the optimizer steps them in place; a loaded checkpoint too).
     meta_params, inner_meta = model.meta_params(), model.inner_meta()
     named_parameters = list(model.named_parameters())
-    stepping = False
     net.notify("on_train_begin")
     # Read after on_train_begin: LoadInitState may replace the history with a saved one.
     history = net.history
@@ -196,14 +223,13 @@ def train(
                 if max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                 net.notify("on_grad_computed", named_parameters=named_parameters, batch=batch, training=True)
-                stepping = True
-                optimizer.step()
-                stepping = False
-                if not _all_finite(params):  # an overflowing step: undo it
-                    _restore(params, backup)
-                    _stop_non_finite(history, n_before)
-                    break
-                _record_batch(history, "train", {"train_loss": loss_value}, int(batch_size))
+                with _ctrl_c_held():  # the step and its history row, or neither
+                    optimizer.step()
+                    if not _all_finite(params):  # an overflowing step: undo it
+                        _restore(params, backup)
+                        _stop_non_finite(history, n_before)
+                        break
+                    _record_batch(history, "train", {"train_loss": loss_value}, int(batch_size))
                 net.notify("on_batch_end", batch=batch, training=True)
                 if validate is not None:
                     values, size = validate()
@@ -219,9 +245,7 @@ def train(
                 net.notify("on_epoch_end")
     except KeyboardInterrupt:
         if history and "train_loss" not in history[-1]:
-            history.pop()  # the interrupted update never completed
-        if stepping:  # Ctrl-C inside optimizer.step(): some parameters updated, others not
-            _restore(params, backup)
+            history.pop()  # the interrupted update never started stepping
         if ranks is not None:  # a callback stopped this rank: the others stop at their next exchange
             ranks.farewell(failed=False)
     except RankFailedError:
