@@ -66,6 +66,7 @@ CONFIGS: dict[str, dict] = {
     "default": {},  # head="ridge" (R2-D2) on a (40, 40) MLP body
     "CNN body, ridge head": {"module": small_cnn, "max_iter": 300},
     "prototypes, MLP body": {"head": "prototypes"},
+    "linear ridge head (no body)": {"hidden_layer_sizes": ()},  # R2-D2 on the pixels, meta-learned prior
     "gradient head (MAML, 5 steps)": {"head": "gradient", "inner_lr": 0.5, "inner_steps": 5, "max_iter": 500},
 }
 BASELINES = {

