@@ -247,6 +247,35 @@ def test_ctrl_c_right_after_the_step_keeps_the_update_and_its_row(sinusoids, mon
     np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
 
 
+def test_a_users_own_sigint_handler_gets_the_signal_and_is_restored(sinusoids, monkeypatch):
+    # fit holds Ctrl-C only around the optimizer step; it passes the signal on to the handler it found
+    # (here one that counts instead of raising, so training goes on), and puts that handler back.
+    import signal
+
+    from sklearn_meta import _training
+
+    real, calls, received = _training._all_finite, [], []
+
+    def signal_on_third(params):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return real(params)
+
+    def handler(signum, frame):
+        received.append(signum)
+
+    X, y, groups, *_ = sinusoids
+    monkeypatch.setattr(_training, "_all_finite", signal_on_third)
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        est = MetaRegressor(**FAST, compile=False).fit(X, y, groups=groups)
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert received == [signal.SIGINT] and est.n_iter_ == FAST["max_iter"]
+
+
 @pytest.fixture
 def compile_markers(tmp_path, monkeypatch):
     """An empty folder for the markers of compiled fits (never the user's own)."""
