@@ -365,6 +365,7 @@ def check_trajectory(data, n_iter: int = 30) -> dict:
     for n_steps, first_order in ((1, False), (5, True)):
         recorder = _RecordBatches()
         kwargs = dict(
+            activation="relu",  # make_net's, the reference network (the regressor's default body is tanh)
             head="gradient",
             inner_lr=INNER_LR,
             inner_steps=n_steps,
