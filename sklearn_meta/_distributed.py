@@ -25,14 +25,13 @@ Nothing here knows about scikit-learn; the estimators decide what to agree on.
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from ._engine import TaskBatch
+from ._signals import sigint_handler
 from .exceptions import RankFailedError
 
 __all__ = ["RankFailedError", "Ranks"]
@@ -178,18 +177,12 @@ class Ranks:
         Only the main thread can install a signal handler; elsewhere Ctrl-C
         is left as it is.
         """
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
 
         def handler(signum, frame):
             self.interrupted = True
 
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
+        with sigint_handler(handler):
             yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
 
 def _same(a, b) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import threading
 from collections.abc import Callable
 
 import torch
@@ -27,6 +26,7 @@ from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 from ._callbacks import MetaProgressBar, OneBatchScoring, ThinnedPrintLog
 from ._distributed import Ranks
 from ._engine import Learner, TaskBatch, compiled_meta_loss, meta_gradient
+from ._signals import sigint_handler
 from ._warnings import warn
 from .exceptions import NonFiniteLossWarning, RankFailedError
 
@@ -120,27 +120,21 @@ class _CtrlC:
 
     @contextlib.contextmanager
     def installed(self):
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is None or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        self.previous = previous
-        signal.signal(signal.SIGINT, self._handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            self.previous = None
+        with sigint_handler(self._handler) as self.previous:
+            try:
+                yield
+            finally:
+                self.previous = None
 
     def _handler(self, signum, frame):
         if self.holding:
             self.pending = True
         else:
-            self._pass_on()
+            self._pass_on(frame)
 
-    def _pass_on(self):
+    def _pass_on(self, frame=None):
         if callable(self.previous):
-            self.previous(signal.SIGINT, None)
+            self.previous(signal.SIGINT, frame)
         elif self.previous is not None:  # SIG_DFL or SIG_IGN: let the signal do what they do
             signal.signal(signal.SIGINT, self.previous)
             signal.raise_signal(signal.SIGINT)

@@ -13,6 +13,7 @@ LAYERS = {
     "exceptions": 0,
     "_version": 0,
     "_warnings": 0,
+    "_signals": 0,
     "_engine": 1,
     "_recompute": 1,
     "_threads": 1,
