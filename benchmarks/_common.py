@@ -9,6 +9,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,6 +57,14 @@ def write_result(name: str, text: str) -> Path:
     return path
 
 
+def t_half_width(values, level: float = 0.95) -> float:
+    """Half the width of the t interval of the mean of ``values`` (e.g. paired differences over seeds)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    return float(stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 
@@ -84,6 +93,6 @@ def fmt(x: float, digits: int = 3) -> str:
         return "n/a"
     if x == 0:
         return "0"
-    if abs(x) >= 10 ** digits:
+    if abs(x) >= 10**digits:
         return f"{x:,.0f}"
     return f"{x:#.{digits}g}".rstrip(".")

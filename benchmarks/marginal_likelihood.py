@@ -36,10 +36,8 @@ import warnings
 
 import numpy as np
 import torch
-from _common import machine_line, markdown_table, write_result
-from real_data import DATASETS, fit_mixedlm, mixedlm_predict, reveal, score, split_groups
-from scipy import stats
-from sklearn.preprocessing import StandardScaler
+from _common import machine_line, markdown_table, t_half_width, write_result
+from real_data import DATASETS, fit_mixedlm, mixedlm_predict, reveal, score, standardised_split
 
 BODIES = {"none": (), "tanh (16,)": (16,), "tanh (40, 40)": (40, 40)}
 
@@ -98,12 +96,8 @@ class BayesianLastLayer(torch.nn.Module):
         return (Q @ mean).numpy(), ((Q @ cov * Q).sum(1) + s2).sqrt().numpy()
 
 
-def run_seed(name, seed, k, bodies, steps, lr):
-    X_raw, y_raw, groups = DATASETS[name].load()
-    train_labels, new_labels = split_groups(groups, seed)
-    train = np.isin(groups, train_labels)
-    X = StandardScaler().fit(X_raw[train]).transform(X_raw)
-    y = StandardScaler().fit(y_raw[train, None]).transform(y_raw[:, None]).ravel()
+def run_seed(X_raw, y_raw, groups, seed, k, bodies, steps, lr):
+    train_labels, new_labels, train, X, y = standardised_split(X_raw, y_raw, groups, seed)
     tasks = reveal(groups, new_labels, k, seed)
     mixed, *_ = fit_mixedlm(X[train], y[train], groups[train])
     out = {"MixedLM": {**score([mixedlm_predict(mixed, X[s], y[s], X[q]) for s, q in tasks], tasks, y), "seconds": 0}}
@@ -140,12 +134,13 @@ def main(argv=None):
     started = time.perf_counter()
     rows = []
     for name in args.datasets:
-        per_seed = [run_seed(name, seed, args.k, BODIES, args.steps, args.lr) for seed in range(args.seeds)]
+        data = DATASETS[name].load()
+        per_seed = [run_seed(*data, seed, args.k, BODIES, args.steps, args.lr) for seed in range(args.seeds)]
         ref = np.array([s["MixedLM"]["mse"] for s in per_seed])
         for body in ["MixedLM", *BODIES]:
             mse = np.array([s[body]["mse"] for s in per_seed])
             diff = mse - ref
-            half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+            half = t_half_width(diff)
             coverage = np.mean([s[body]["coverage"] for s in per_seed])
             rows.append(
                 [

@@ -110,9 +110,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from _common import RESULTS, fmt, machine_line, markdown_table, write_result
+from _common import RESULTS, fmt, machine_line, markdown_table, t_half_width, write_result
 from joblib import Parallel, delayed
-from scipy import stats
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
@@ -243,6 +242,15 @@ def split_groups(groups: np.ndarray, seed: int):
     shuffled = np.random.default_rng(seed).permutation(labels)
     n_train = int(round(TRAIN_FRACTION * len(labels)))
     return shuffled[:n_train], shuffled[n_train:]
+
+
+def standardised_split(X_raw, y_raw, groups, seed: int):
+    """:func:`split_groups`, the training rows' mask, and X and y standardised on the training rows."""
+    train_labels, new_labels = split_groups(groups, seed)
+    train = np.isin(groups, train_labels)
+    X = StandardScaler().fit(X_raw[train]).transform(X_raw)
+    y = StandardScaler().fit(y_raw[train, None]).transform(y_raw[:, None]).ravel()
+    return train_labels, new_labels, train, X, y
 
 
 def reveal(groups: np.ndarray, new_labels, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -396,11 +404,7 @@ def run_unit(name: str, X_raw, y_raw, groups, seed: int, shots, configs: dict, m
 
 
 def _run_unit(name, X_raw, y_raw, groups, seed, shots, configs, max_iter):
-    train_labels, new_labels = split_groups(groups, seed)
-    train = np.isin(groups, train_labels)
-    X = StandardScaler().fit(X_raw[train]).transform(X_raw)
-    y_scaler = StandardScaler().fit(y_raw[train, None])
-    y = y_scaler.transform(y_raw[:, None]).ravel()
+    train_labels, new_labels, train, X, y = standardised_split(X_raw, y_raw, groups, seed)
     info = {"dataset": name, "seed": seed, "n_train_groups": len(train_labels), "n_new_groups": len(new_labels)}
 
     start = time.perf_counter()
@@ -590,7 +594,7 @@ def paired(records, configs) -> str:
             if len(diff) < 2:
                 row.append("n/a")
                 continue
-            half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+            half = t_half_width(diff)
             verdict = "lower" if diff.mean() + half < 0 else "higher" if diff.mean() - half > 0 else "no difference"
             row.append(f"{diff.mean():+.3f} ± {half:.3f} ({verdict})")
         rows.append(row)
