@@ -217,24 +217,31 @@ def test_ctrl_c_during_fit_keeps_a_usable_estimator_at_its_last_update(sinusoids
     np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
 
 
-def test_ctrl_c_right_after_the_step_keeps_the_update_and_its_row(sinusoids, monkeypatch):
-    # The window the timed test above hits about once in a hundred runs (CI, stop 15): Ctrl-C lands
-    # after optimizer.step() changed the model, before its history row is written. Here it lands
-    # there on purpose, in the finiteness check of update 3's stepped parameters.
+def sigint_after_step(update, monkeypatch):
+    """SIGINT right after the optimizer step of ``update``, in the check of its stepped parameters."""
     import signal
 
     from sklearn_meta import _training
 
     real, calls = _training._all_finite, []
 
-    def ctrl_c_on_third(params):
+    def check(params):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == update:
             signal.raise_signal(signal.SIGINT)
         return real(params)
 
+    monkeypatch.setattr(_training, "_all_finite", check)
+
+
+def test_ctrl_c_right_after_the_step_keeps_the_update_and_its_row(sinusoids, monkeypatch):
+    # The window the timed test above hits about once in a hundred runs (CI, stop 15): Ctrl-C lands
+    # after optimizer.step() changed the model, before its history row is written. Here it lands
+    # there on purpose, in the finiteness check of update 3's stepped parameters.
+    import signal
+
     X, y, groups, X_test, *_ = sinusoids
-    monkeypatch.setattr(_training, "_all_finite", ctrl_c_on_third)
+    sigint_after_step(3, monkeypatch)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         est = MetaRegressor(**{**FAST, "max_iter": 50}, compile=False).fit(X, y, groups=groups)
@@ -252,21 +259,13 @@ def test_a_users_own_sigint_handler_gets_the_signal_and_is_restored(sinusoids, m
     # (here one that counts instead of raising, so training goes on), and puts that handler back.
     import signal
 
-    from sklearn_meta import _training
-
-    real, calls, received = _training._all_finite, [], []
-
-    def signal_on_third(params):
-        calls.append(1)
-        if len(calls) == 3:
-            signal.raise_signal(signal.SIGINT)
-        return real(params)
+    received = []
 
     def handler(signum, frame):
         received.append(signum)
 
     X, y, groups, *_ = sinusoids
-    monkeypatch.setattr(_training, "_all_finite", signal_on_third)
+    sigint_after_step(3, monkeypatch)
     previous = signal.signal(signal.SIGINT, handler)
     try:
         est = MetaRegressor(**FAST, compile=False).fit(X, y, groups=groups)
