@@ -63,11 +63,19 @@ def small_cnn(n_features_in, n_outputs, channels=32):
 #: MetaClassifier configurations: a name and the arguments that differ from
 #: MetaClassifier(n_way=3, k_shot=K, max_iter=--max-iter) (a configuration may set its own max_iter).
 CONFIGS: dict[str, dict] = {
-    "default": {},  # head="ridge" (R2-D2) on a (40, 40) MLP body
+    "default": {},  # head="ridge" (R2-D2) on the pixels: no hidden layer, a meta-learned penalty and logit scale
     "CNN body, ridge head": {"module": small_cnn, "max_iter": 300},
-    "prototypes, MLP body": {"head": "prototypes"},
-    "linear ridge head (no body)": {"hidden_layer_sizes": ()},  # R2-D2 on the pixels, meta-learned prior
-    "gradient head (MAML, 5 steps)": {"head": "gradient", "inner_lr": 0.5, "inner_steps": 5, "max_iter": 500},
+    "CNN body, ridge head, 100 updates": {"module": small_cnn, "max_iter": 100},  # examples/few_shot_digits.py
+    "MLP body (40, 40)": {"hidden_layer_sizes": (40, 40)},  # the default until 0.2: dense bodies overfit 0-6
+    "MLP body (200,)": {"hidden_layer_sizes": (200,)},
+    "prototypes, MLP body (40, 40)": {"head": "prototypes", "hidden_layer_sizes": (40, 40)},
+    "gradient head (MAML, 5 steps), MLP body (40, 40)": {
+        "head": "gradient",
+        "hidden_layer_sizes": (40, 40),
+        "inner_lr": 0.5,
+        "inner_steps": 5,
+        "max_iter": 500,
+    },
 }
 BASELINES = {
     "LogisticRegression": lambda: LogisticRegression(max_iter=1000),

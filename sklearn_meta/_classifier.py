@@ -170,7 +170,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
 
     def __init__(
         self,
-        hidden_layer_sizes=(40, 40),
+        hidden_layer_sizes=(),
         activation="relu",
         *,
         module=None,

@@ -15,15 +15,28 @@ __all__ = ["PARAMETERS", "fill_parameters"]
 
 PARAMETERS = {
     "hidden_layer_sizes": """\
-hidden_layer_sizes : array-like of int, default=(40, 40)
-    Widths of the hidden layers of the built-in MLP.""",
+hidden_layer_sizes : array-like of int, default=%
+    Widths of the hidden layers of the built-in MLP; ``()`` for none (the
+    head alone, on the input features). ``MetaRegressor`` defaults to
+    ``(40, 40)``: on the multilevel data of ``benchmarks/real_data.py`` its
+    body learns the shape of the group curves (Milk, gapminder: 0.76x and
+    0.61x a mixed model's query MSE at K = 5). ``MetaClassifier`` defaults
+    to ``()``: on novel-class digits (``benchmarks/digits_episodes.py``,
+    3-way 5-shot) a dense body meta-trained on seven classes learns
+    features that do not carry over to new classes (0.77 accuracy with
+    ``(40, 40)``, 0.87 with ``(200,)``), while the head on the pixels
+    reaches 0.91, on a par with logistic regression. Give a body
+    (or a convolutional ``module``) when the training tasks have many
+    classes or the classes are shared between tasks and not linearly
+    separable.""",
     "activation": """\
 activation : {"relu", "tanh", "logistic", "identity"}, default=%
     Activation of the hidden layers. ``MetaRegressor`` defaults to
     ``"tanh"``: on the multilevel data of ``benchmarks/real_data.py`` its
     smooth features overfit few training groups far less than ReLU's
     (sleepstudy, 13 groups: query MSE 1.10x a mixed model's against 1.72x)
-    and do as well or better elsewhere. ``MetaClassifier`` keeps ``"relu"``.""",
+    and do as well or better elsewhere. ``MetaClassifier`` keeps ``"relu"``
+    for the body it has when ``hidden_layer_sizes`` is given one.""",
     "module": """\
 module : callable, default=None
     A ``torch.nn.Module`` class or factory to use instead of the MLP, called

@@ -42,6 +42,9 @@ def test_per_estimator_defaults_are_documented_as_the_signature_has_them():
     assert 'default="tanh"' in MetaRegressor.__doc__ and MetaRegressor().activation == "tanh"
     assert 'default="relu"' in MetaClassifier.__doc__ and MetaClassifier().activation == "relu"
     assert f'head : str, default="{MetaClassifier().head}"' in MetaClassifier.__doc__
+    assert "hidden_layer_sizes : array-like of int, default=(40, 40)" in MetaRegressor.__doc__
+    assert "hidden_layer_sizes : array-like of int, default=()" in MetaClassifier.__doc__
+    assert MetaRegressor().hidden_layer_sizes == (40, 40) and MetaClassifier().hidden_layer_sizes == ()
     assert "default=%" not in MetaRegressor.__doc__ + MetaClassifier.__doc__
 
 

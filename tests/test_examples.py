@@ -42,7 +42,8 @@ EXPECTED_OUTPUT = {
     ],
     "few_shot_digits.py": [
         "MetaClassifier, CNN body",
-        "MetaClassifier, default MLP body",
+        "MetaClassifier, defaults (ridge on pixels)",
+        "MetaClassifier, MLP body (40, 40)",
         "LogisticRegression on the support rows",
         "NearestCentroid on the support rows",
         "classes_ = [7, 8, 9]",
