@@ -1,5 +1,7 @@
 """MetaClassifier: grouped tasks with global labels, and N-way K-shot episodes."""
 
+import pickle
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -138,3 +140,31 @@ def test_episodic_adaptation_improves_on_novel_classes(digits_pool):
     assert clf.set_params(adapt_steps=2).score(X[y >= 50], y[y >= 50]) > clf.set_params(adapt_steps=0).score(
         X[y >= 50], y[y >= 50]
     )
+
+
+# ---------------------------------------------------------------- the default network
+
+
+@pytest.mark.parametrize("head", ["ridge", "prototypes", "gradient"])
+def test_the_default_network_is_one_linear_layer_that_every_head_adapts(digits_pool, head):
+    # hidden_layer_sizes=() is the classifier's default (chosen on novel digits): the network is the
+    # head alone, a linear layer on the inputs, which each head fits to novel classes and which survives a
+    # save and load; with no body, adapting "the head only" adapts all there is.
+    X, y = digits_pool
+    train = y < 50
+    settings = {key: value for key, value in FAST.items() if key != "hidden_layer_sizes"}
+    extra = {"inner_lr": 0.1} if head == "gradient" else {}
+    clf = MetaClassifier(n_way=3, k_shot=2, n_query=5, head=head, **settings, **extra).fit(X[train], y[train])
+    assert clf.hidden_layer_sizes == ()
+    matrices = [tuple(p.shape) for p in clf.module_.network.parameters() if p.ndim == 2]
+    assert matrices == [(3, X.shape[1])]
+
+    support = np.concatenate([np.flatnonzero(y == c)[:2] for c in (50, 60, 70)])
+    query = np.setdiff1d(np.flatnonzero(~train), support)
+    proba = clf.partial_adapt(X[support], y[support]).predict_proba(X[query])
+    accuracy = np.mean(clf.classes_[proba.argmax(axis=1)] == y[query])
+    assert accuracy >= (0.9 if head != "gradient" else 0.5)  # chance: 1/3
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X[query]), proba)
+    if head == "gradient":
+        head_only = clone(clf).set_params(adapt_params="head").fit(X[train], y[train])
+        np.testing.assert_allclose(head_only.partial_adapt(X[support], y[support]).predict_proba(X[query]), proba)
