@@ -26,7 +26,7 @@ from skorch.history import History
 from ._adaptation import AdaptationMixin, as_float_tensor, atomic
 from ._compiling import cache_key, mark_warm, should_compile
 from ._distributed import Ranks
-from ._engine import Learner, adapt_tasks, predict_tasks
+from ._engine import GroupBatch, Learner, adapt_tasks, batch_size, evidence_loss, predict_tasks
 from ._heads import HEADS
 from ._network import ACTIVATIONS, build_network, last_layer_names
 from ._persistence import PersistenceMixin
@@ -432,6 +432,14 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         return callbacks
 
     def _validation_function(self, learner, model, batch):
+        if isinstance(batch, GroupBatch):  # the held-out groups' marginal likelihood, per row
+
+            def validate_evidence():
+                with torch.no_grad():
+                    loss = evidence_loss(learner, model.meta_params(), batch).item()
+                return {"valid_loss": loss}, batch_size(batch)
+
+            return validate_evidence
         n_steps = self._adapt_steps()
         n_tasks, n_query = batch.y_query.shape[:2]
         codes = np.repeat(np.arange(n_tasks), n_query)

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ._engine import TaskBatch
+from ._engine import GroupBatch, TaskBatch
 from ._signals import sigint_handler
 from .exceptions import RankFailedError
 
@@ -121,10 +121,10 @@ class Ranks:
         start = self.rank * base + min(self.rank, extra)
         return start, start + base + (self.rank < extra)
 
-    def shard(self, batch: TaskBatch) -> TaskBatch:
-        """This rank's tasks of a meta-batch drawn identically on every rank."""
-        start, stop = self.bounds(len(batch.x_support))
-        return TaskBatch(*(t[start:stop] for t in batch))
+    def shard(self, batch: TaskBatch | GroupBatch) -> TaskBatch | GroupBatch:
+        """This rank's tasks (or groups) of a meta-batch drawn identically on every rank."""
+        start, stop = self.bounds(len(batch[0]))
+        return type(batch)(*(t[start:stop] for t in batch))
 
     def exchange(self, tensors: list[Tensor], weight: float) -> tuple[list[Tensor], float, bool]:
         """Average ``tensors`` over the ranks, weighted by ``weight``, in one ``all_reduce``.

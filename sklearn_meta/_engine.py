@@ -26,10 +26,12 @@ from ._recompute import checkpointed_value_and_grad
 from .optim import Params, adapted_names, apply_updates, uses_curvature
 
 __all__ = [
+    "GroupBatch",
     "Learner",
     "TaskBatch",
     "adapt",
     "adapt_tasks",
+    "batch_size",
     "compiled_meta_loss",
     "meta_gradient",
     "meta_loss",
@@ -58,6 +60,30 @@ class TaskBatch(NamedTuple):
     y_support: Tensor
     x_query: Tensor
     y_query: Tensor
+
+
+class GroupBatch(NamedTuple):
+    """Whole groups, padded to one width: ``mask`` is 1 at real rows, 0 at padding (leading dimension: group).
+
+    The batch of ``meta_objective="marginal_likelihood"``: every row of a
+    group counts, with no support/query split.
+    """
+
+    x: Tensor
+    y: Tensor
+    mask: Tensor
+
+
+def batch_size(batch: TaskBatch | GroupBatch) -> int:
+    """What a batch's loss is a mean over: its tasks, or the real rows of its whole groups.
+
+    The history's ``train_batch_size``, and the weight of a rank's loss and
+    gradients in a distributed update, so that ranks holding groups of
+    different sizes average to the single-process loss.
+    """
+    if isinstance(batch, GroupBatch):
+        return int(batch.mask.sum().item())
+    return len(batch.x_support)
 
 
 @dataclass(frozen=True)
@@ -228,7 +254,13 @@ def meta_loss(
     n_steps: int,
     first_order: bool = False,
 ) -> Tensor:
-    """Mean query loss after adaptation over the tasks of ``batch`` (vectorised)."""
+    """Mean query loss after adaptation over the tasks of ``batch`` (vectorised).
+
+    For a :class:`GroupBatch`, minus the log marginal likelihood of the
+    groups' rows per row (:func:`evidence_loss`).
+    """
+    if isinstance(batch, GroupBatch):
+        return evidence_loss(learner, meta_params, batch)
 
     def one_task(xs, ys, xq, yq):
         if hasattr(learner.head, "fresh_query_loss"):  # a closed form with a cheaper from-scratch path
@@ -238,6 +270,21 @@ def meta_loss(
         return learner.query_loss(params, state, xq, yq)
 
     return vmap(one_task)(*batch).mean()
+
+
+def evidence_loss(learner: Learner, meta_params: Params, batch: GroupBatch) -> Tensor:
+    """Minus the log marginal likelihood of every group's rows under the head's prior, per row.
+
+    Groups of any size count by their rows, as in a mixed model's likelihood:
+    the sum over groups divided by the number of real rows (vectorised over
+    groups; padding rows carry no weight).
+    """
+
+    def one_group(x, y, mask):
+        return learner.head.negative_log_evidence(learner, meta_params, x, y, mask)
+
+    nll, count = vmap(one_group)(*batch)
+    return (nll.sum() / count.sum().clamp(min=1)).to(batch.y.dtype)
 
 
 def compiled_meta_loss(learner: Learner, n_steps: int, first_order: bool) -> Callable:

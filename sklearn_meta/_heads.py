@@ -237,6 +237,40 @@ class BayesianRidgeHead:
         after = _student_t_nll(y_query, mean, 2 * shape, (noise / shape * (1 + spread))[:, None])
         return ((prior_loss + after) / 2).to(y_support.dtype)
 
+    def negative_log_evidence(self, learner, params, x: Tensor, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Minus the log marginal likelihood of one group's rows, and their number of targets.
+
+        The rows with ``mask`` 1 count, those with 0 (padding) do not. The
+        normal-inverse-gamma prior integrates out the head's weights and the
+        noise variance in closed form: the rows are jointly a multivariate
+        Student-t, ``Y ~ t_{2 a0}(Phi m0, (b0 / a0)(I + Phi S S^T Phi^T))``,
+        whose log density, from the posterior of :meth:`_posterior`, is::
+
+            -n/2 log(2 pi) - q/2 log|I + S^T G S| + a0 log b0 - an log bn + lgamma(an) - lgamma(a0)
+
+        (``n`` targets, ``q`` outputs, ``G = Phi^T Phi``). This is the
+        likelihood a mixed model is fitted by (maximum likelihood, not REML),
+        with the body's features as the random effects' design.
+        """
+        weight = mask.double()[:, None]
+        phi = _design(learner.features(params, x)).double() * weight  # padding rows: all zero
+        y = y.double() * weight
+        count = weight.sum() * y.shape[-1]
+        state = RidgeState(_prior_mean(params).double(), phi.T @ phi, phi.T @ y, (y * y).sum(), count)
+        factor, _, shape, noise = self._posterior(state, params)
+        a0 = 1 + params["log_noise_shape"].double().exp()
+        b0 = params["log_noise_scale"].double().exp()
+        log_det = 2 * torch.log(torch.diagonal(factor)).sum() * y.shape[-1]
+        log_evidence = (
+            -state.count / 2 * math.log(2 * math.pi)
+            - log_det / 2
+            + a0 * torch.log(b0)
+            - shape * torch.log(noise)
+            + torch.lgamma(shape)
+            - torch.lgamma(a0)
+        )
+        return -log_evidence, count
+
     def _prior_loss(self, params, prior_mean, psi_q, y_query):
         """:meth:`query_loss` before any row is observed: the prior predictive of the query rows."""
         shape = 1 + params["log_noise_shape"].double().exp()

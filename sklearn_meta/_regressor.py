@@ -48,6 +48,23 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     {module}
     {module_kwargs}
     {head}
+    meta_objective : {{"episodes", "marginal_likelihood"}}, default="episodes"
+        What meta-training maximises.
+
+        - ``"episodes"``: how well each task's query rows are predicted
+          after adapting on ``n_support`` of its rows (MAML, R2-D2). Only
+          tasks with more than ``n_support`` rows take part.
+        - ``"marginal_likelihood"`` (``head="ridge"`` only): the marginal
+          likelihood of all the rows of every training group, the head's
+          weights and noise variance integrated out: what a mixed model is
+          fitted by (maximum likelihood), with the body's features as the
+          random effects' design. Every group counts, whatever its size,
+          and no support/query split is drawn; each update takes
+          ``meta_batch_size`` whole groups, padded to the largest (or to
+          ``n_query`` rows, a random subset of a larger group). Choose it
+          when many groups are small or of very different sizes, as in
+          survey and repeated-measures data; the adapted model, ``predict``
+          and ``return_std`` are the same as with ``"episodes"``.
     {adapt_params}
     {inner_optimizer}
     {inner_lr}
@@ -64,7 +81,9 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         rows (every task of a collection adapts on the same number of rows).
     n_query : int, default=None
         Query rows per training task; ``None`` uses as many as the smallest
-        task leaves after its support rows.
+        task leaves after its support rows. With
+        ``meta_objective="marginal_likelihood"``, the most rows of a group
+        in one update; ``None``: all of them.
     {max_iter}
     {early_stopping}
     {validation_fraction}
@@ -92,7 +111,9 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     inner_state_ : object
         The inner optimizer's state after :meth:`partial_adapt`.
     n_support_, n_query_ : int
-        Support and query rows per task used in meta-training.
+        Support and query rows per task used in meta-training (with
+        ``meta_objective="marginal_likelihood"``: 0, and the rows per group
+        in one update).
     n_outputs_ : int
         Number of outputs.
     n_iter_ : int
@@ -133,6 +154,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,
         "head": [StrOptions({"gradient", "ridge"})],
+        "meta_objective": [StrOptions({"episodes", "marginal_likelihood"})],
     }
 
     def __init__(
@@ -143,6 +165,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         module=None,
         module_kwargs=None,
         head="ridge",
+        meta_objective="episodes",
         adapt_params="all",
         inner_optimizer="sgd",
         inner_lr=0.01,
@@ -175,6 +198,14 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def _check_head_arguments(self) -> None:
+        if self.meta_objective == "marginal_likelihood" and self.head != "ridge":
+            raise ValueError(
+                f"meta_objective='marginal_likelihood' needs head='ridge', got head={self.head!r}: only the "
+                "Bayesian linear head has a marginal likelihood. Set head='ridge' or meta_objective='episodes'."
+            )
+        super()._check_head_arguments()
 
     def _validate_targets(self, X, y, reset):
         if not reset and _plain_targets(y, self.n_outputs_):

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ._splitting import holdout, split_sizes, validate_groups
-from ._tasks import EpisodeSampler, GroupedRows, TaskSampler, encode_groups
+from ._tasks import EpisodeSampler, GroupedRows, TaskSampler, WholeGroupSampler, encode_groups
 from ._warnings import warn
 from .exceptions import SingleTaskWarning
 
@@ -30,6 +30,8 @@ def grouped_sampler(estimator, X_t, y_t, groups, generator):
             SingleTaskWarning,
         )
     tasks = GroupedRows(codes, device)
+    if getattr(estimator, "meta_objective", "episodes") == "marginal_likelihood":
+        return _whole_group_sampler(estimator, X_t, y_t, tasks, generator)
     n_support, n_query = split_sizes(estimator.n_support, estimator.n_query, tasks.sizes, labels)
     pool = torch.arange(tasks.n_groups, device=device)
     validation_batch = None
@@ -37,6 +39,23 @@ def grouped_sampler(estimator, X_t, y_t, groups, generator):
         valid, pool = holdout(pool, estimator.validation_fraction, 1, generator, "tasks")
         validation_batch = TaskSampler(X_t, y_t, tasks, valid, n_support, n_query).fixed(generator)
     return TaskSampler(X_t, y_t, tasks, pool, n_support, n_query), validation_batch, n_support, n_query
+
+
+def _whole_group_sampler(estimator, X_t, y_t, tasks: GroupedRows, generator):
+    """Whole groups for the marginal likelihood: no support/query split, so every group of any size counts.
+
+    ``n_query`` caps the rows of a group in one update (a random subset of a
+    larger group); ``None`` takes every row of the largest group. Reported
+    as 0 support rows and that many query rows.
+    """
+    largest = int(tasks.sizes.max())
+    width = largest if estimator.n_query is None else min(int(estimator.n_query), largest)
+    pool = torch.arange(tasks.n_groups, device=X_t.device)
+    validation_batch = None
+    if estimator.early_stopping:
+        valid, pool = holdout(pool, estimator.validation_fraction, 1, generator, "tasks")
+        validation_batch = WholeGroupSampler(X_t, y_t, tasks, valid, width).fixed(generator)
+    return WholeGroupSampler(X_t, y_t, tasks, pool, width), validation_batch, 0, width
 
 
 def class_pool(codes, n_way: int, k_shot: int, n_query: int, device, where: str):

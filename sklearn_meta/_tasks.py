@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._engine import TaskBatch
+from ._engine import GroupBatch, TaskBatch
 
-__all__ = ["EpisodeSampler", "GroupedRows", "TaskSampler", "encode_groups"]
+__all__ = ["EpisodeSampler", "GroupedRows", "TaskSampler", "WholeGroupSampler", "encode_groups"]
 
 
 def encode_groups(groups) -> tuple[np.ndarray, np.ndarray]:
@@ -81,15 +81,21 @@ class GroupedRows:
             picked = torch.randint(n_pool, (n,), generator=generator, device=device)
         return picked if pool is None else pool[picked]
 
-    def sample_rows(self, groups: Tensor, n_rows: int, generator: torch.Generator) -> Tensor:
+    def sample_rows(self, groups: Tensor, n_rows: int, generator: torch.Generator, with_mask: bool = False):
         """For each group in ``groups`` (any shape), draw ``n_rows`` distinct rows at random.
 
-        Returns row indices of shape ``groups.shape + (n_rows,)``.
+        Returns row indices of shape ``groups.shape + (n_rows,)``. With
+        ``with_mask``, also whether each index is a real row: a group of
+        fewer than ``n_rows`` rows gives all of them, then padding (index 0,
+        mask False).
         """
         keys = torch.rand((*groups.shape, self.rows.shape[1]), generator=generator, device=self.rows.device)
         keys = keys.masked_fill(self._padding[groups], 2.0)  # padding sorts last
         picked = keys.argsort(dim=-1)[..., :n_rows]
-        return self.rows[groups].gather(-1, picked)
+        rows = self.rows[groups].gather(-1, picked)
+        if not with_mask:
+            return rows
+        return rows, ~self._padding[groups].gather(-1, picked)
 
     @property
     def valid(self) -> Tensor:
@@ -133,6 +139,39 @@ class TaskSampler:
     def fixed(self, generator: torch.Generator):
         """Every task of the pool once, with one random split: a fixed evaluation batch."""
         return self._batch(self.tasks.sample_rows(self.pool, self.n_support + self.n_query, generator))
+
+
+class WholeGroupSampler:
+    """Meta-batches of whole groups, padded and masked: the batches of ``meta_objective="marginal_likelihood"``.
+
+    Parameters
+    ----------
+    X, y : Tensor
+        All training rows, on the target device.
+    tasks : GroupedRows
+        Rows of each group.
+    pool : Tensor
+        Codes of the groups to draw from (the others are held out).
+    width : int
+        Rows per group in a batch: every row of a group of at most ``width``
+        rows (then padding), a random ``width`` of a larger one.
+    """
+
+    def __init__(self, X, y, tasks: GroupedRows, pool: Tensor, width: int):
+        self.X, self.y, self.tasks, self.pool, self.width = X, y, tasks, pool, width
+
+    def _batch(self, groups: Tensor, generator: torch.Generator) -> GroupBatch:
+        rows, real = self.tasks.sample_rows(groups, self.width, generator, with_mask=True)
+        return GroupBatch(self.X[rows], self.y[rows], real.to(self.X.dtype))
+
+    def sample(self, n_groups: int, generator: torch.Generator) -> GroupBatch:
+        """``n_groups`` distinct groups of the pool (all of them when it holds fewer)."""
+        n_groups = min(n_groups, len(self.pool))
+        return self._batch(self.tasks.sample_groups(n_groups, generator, self.pool), generator)
+
+    def fixed(self, generator: torch.Generator) -> GroupBatch:
+        """Every group of the pool once: a fixed evaluation batch."""
+        return self._batch(self.pool, generator)
 
 
 class EpisodeSampler:

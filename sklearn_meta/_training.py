@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 
 from ._callbacks import MetaProgressBar, OneBatchScoring, ThinnedPrintLog
 from ._distributed import Ranks
-from ._engine import Learner, TaskBatch, compiled_meta_loss, meta_gradient
+from ._engine import Learner, TaskBatch, batch_size, compiled_meta_loss, meta_gradient
 from ._signals import sigint_handler
 from ._warnings import warn
 from .exceptions import NonFiniteLossWarning, RankFailedError
@@ -226,9 +226,9 @@ def train(
                         learner, meta_params, inner_meta, batch, n_steps, first_order, recompute=recompute
                     )
                 grads = [*param_grads.values(), *tree_leaves(meta_grads)]
-                batch_size = len(batch.x_support)
+                size = batch_size(batch)
                 if ranks is not None:  # one all-reduce: the meta-loss and every meta-gradient
-                    averaged, batch_size, stopped = ranks.exchange([loss, *grads], batch_size)
+                    averaged, size, stopped = ranks.exchange([loss, *grads], size)
                     if stopped:  # Ctrl-C on some rank: nobody makes this update
                         history.pop()
                         break
@@ -254,7 +254,7 @@ def train(
                         _restore(params, backup)
                         _stop_non_finite(history, n_before)
                         break
-                    _record_batch(history, "train", {"train_loss": loss_value}, int(batch_size))
+                    _record_batch(history, "train", {"train_loss": loss_value}, int(size))
                 net.notify("on_batch_end", batch=batch, training=True)
                 if validate is not None:
                     values, size = validate()

@@ -29,6 +29,9 @@ EQUIVALENT = {
     # 7 tasks per update: the ranks hold 4 and 3 of them, weighted accordingly
     "ridge_uneven_shards": {"meta_batch_size": 7},
 }
+# Whole groups of different sizes (1 to 12 rows), 7 per update: the ranks hold 4 and 3 groups and
+# different numbers of rows, and must still take the single-process step (a per-row mean).
+MARGINAL_LIKELIHOOD = {"meta_objective": "marginal_likelihood", "meta_batch_size": 7}
 
 
 def data():
@@ -41,6 +44,13 @@ def estimator(**params):
     from sklearn_meta import MetaRegressor
 
     return MetaRegressor(**{**COMMON, "meta_batch_size": 8, **params})
+
+
+def ragged():
+    """:func:`data` with rows dropped so that group ``g`` keeps ``1 + g % 12`` of its 12 rows."""
+    X, y, groups = data()
+    keep = np.concatenate([np.arange(12) < 1 + g % 12 for g in range(40)])
+    return X[keep], y[keep], groups[keep]
 
 
 def own_tasks(X, y, groups, rank, size):
@@ -75,7 +85,7 @@ class ShardSizes(Callback):
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if training:
-            self.sizes.append(len(batch.x_support))
+            self.sizes.append(len(batch[0]))
 
 
 def _poison(net, kwargs):
@@ -99,6 +109,7 @@ def scenarios(rank, size):
     X, y, groups = data()
     mine = own_tasks(X, y, groups, rank, size)
     out = {name: (estimator(**params, callbacks=[ShardSizes()]), X, y, groups) for name, params in EQUIVALENT.items()}
+    out["marginal_likelihood_ragged"] = (estimator(**MARGINAL_LIKELIHOOD, callbacks=[ShardSizes()]), *ragged())
     # each rank its own tasks, and no random_state: rank 0's seeds and parameters must win
     out["own_tasks"] = (estimator(random_state=None), *mine)
     out["own_tasks_early_stopping"] = (

@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from sklearn_meta._distributed import Ranks
 
-from ._distributed_worker import EQUIVALENT, data, estimator
+from ._distributed_worker import EQUIVALENT, MARGINAL_LIKELIHOOD, data, estimator, ragged
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -59,6 +59,21 @@ def test_two_ranks_equal_one_process_on_the_whole_meta_batch(launched, name):
     single = estimator(**EQUIVALENT[name]).fit(X, y, groups=groups)
     for rank in (0, 1):
         _assert_same(_params(out, name, rank), single.module_.state_dict(), rtol=1e-4, atol=1e-5)
+
+
+def test_two_ranks_with_groups_of_different_sizes_equal_one_process_on_the_marginal_likelihood(launched):
+    # The ranks' losses are per-row means over different numbers of rows: weighted by rows, their
+    # average is the single-process loss over all 7 groups (weighted by groups it would not be).
+    out, reports = launched
+    name = "marginal_likelihood_ragged"
+    single = estimator(**MARGINAL_LIKELIHOOD).fit(*ragged()[:2], groups=ragged()[2])
+    rows = [row["batches"][0]["train_batch_size"] for row in single.history_]
+    assert len(set(rows)) > 1  # the groups drawn differ in size from update to update
+    for rank, share in enumerate([4, 3]):
+        assert reports[rank][name]["error"] is None
+        _assert_same(_params(out, name, rank), single.module_.state_dict(), rtol=1e-4, atol=1e-5)
+        assert reports[rank][name]["shard_sizes"] == [share] * 6
+        assert reports[rank][name]["batch_sizes"] == rows  # every real row of the update, once
 
 
 @pytest.mark.parametrize("name", ["own_tasks", "own_tasks_early_stopping"])

@@ -14,7 +14,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from sklearn_meta import MetaClassifier, MetaRegressor
-from sklearn_meta._engine import Learner, TaskBatch, adapt, meta_gradient
+from sklearn_meta._engine import GroupBatch, Learner, TaskBatch, adapt, evidence_loss, meta_gradient
 from sklearn_meta._heads import BayesianRidgeHead, PrototypeHead, RidgeClassifierHead
 from sklearn_meta._network import HeadedNetwork
 from sklearn_meta.optim import sgd
@@ -180,6 +180,77 @@ def test_woodbury_path_equals_the_natural_parameter_path():
     before = learner.query_loss(params, learner.init_state(params), xq, yq)  # the prior predictive
     fresh = BayesianRidgeHead().fresh_query_loss(learner, params, xs, ys, xq, yq)
     torch.testing.assert_close(fresh, (before + after) / 2)
+
+
+def _evidence_params(net, params, seed=1):
+    torch.manual_seed(seed)
+    params["prior_scale"] = params["prior_scale"] * 0.7 + 0.2 * torch.randn_like(params["prior_scale"])
+    params["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
+    params["log_noise_scale"] = torch.tensor(-0.4, dtype=torch.float64)
+    return params
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_log_evidence_is_the_multivariate_student_t_density_of_the_rows(n_outputs):
+    # Integrating out the head's weights and noise variance: each output's rows are jointly
+    # t_{2 a0}(Phi m0, b0 / a0 (I + Phi S S^T Phi^T)), the outputs sharing the noise variance
+    # (for one output, scipy's density; for two, the chain rule through the first's posterior).
+    net, params = _ridge_network(width=4, n_outputs=n_outputs)
+    params = _evidence_params(net, params)
+    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
+    x, y = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, n_outputs, dtype=torch.float64)
+    nll, count = BayesianRidgeHead().negative_log_evidence(learner, params, x, y, torch.ones(9, dtype=torch.float64))
+    assert count == 9 * n_outputs
+    with torch.no_grad():
+        phi = _design(net.body(x).numpy())
+    prior = np.r_[params["head.weight"].detach().numpy().T, params["head.bias"].detach().numpy()[None]]
+    scale = params["prior_scale"].detach().numpy()
+    a0, b0 = 1 + np.exp(0.3), np.exp(-0.4)
+    covariance = b0 / a0 * (np.eye(9) + phi @ scale @ scale.T @ phi.T)
+    expected = -stats.multivariate_t(phi @ prior[:, 0], covariance, df=2 * a0).logpdf(y[:, 0].numpy())
+    if n_outputs == 2:  # the second output given the first: a0 and b0 updated by the first's rows
+        residual = y[:, 0].numpy() - phi @ prior[:, 0]
+        a1 = a0 + 9 / 2
+        b1 = b0 + residual @ np.linalg.solve(covariance * a0 / b0, residual) / 2
+        expected -= stats.multivariate_t(phi @ prior[:, 1], covariance * a0 / b0 * b1 / a1, df=2 * a1).logpdf(
+            y[:, 1].numpy()
+        )
+    np.testing.assert_allclose(nll.item(), expected, rtol=1e-10)
+
+
+def test_log_evidence_ignores_padding_rows_whatever_they_hold():
+    net, params = _ridge_network()
+    params = _evidence_params(net, params)
+    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
+    head = BayesianRidgeHead()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64)
+    alone = head.negative_log_evidence(learner, params, x, y, torch.ones(5, dtype=torch.float64))
+    padded_x = torch.cat([x, 100 * torch.randn(4, 3, dtype=torch.float64)])
+    padded_y = torch.cat([y, 100 * torch.randn(4, 1, dtype=torch.float64)])
+    mask = torch.tensor([1.0] * 5 + [0.0] * 4, dtype=torch.float64)
+    padded = head.negative_log_evidence(learner, params, padded_x, padded_y, mask)
+    torch.testing.assert_close(padded, alone)
+
+
+def test_evidence_meta_gradient_matches_group_by_group_reference():
+    # The vectorised, padded loss and its gradient against a loop over the groups' real rows alone.
+    net, params = _ridge_network(width=6)
+    params = {k: v.requires_grad_(True) for k, v in _evidence_params(net, params).items()}
+    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
+    sizes = [1, 4, 7, 2]
+    x, y = torch.randn(4, 7, 3, dtype=torch.float64), torch.randn(4, 7, 1, dtype=torch.float64)
+    mask = (torch.arange(7)[None] < torch.tensor(sizes)[:, None]).double()
+    loss, grads, _ = meta_gradient(learner, params, {}, GroupBatch(x, y, mask), 1)
+    reference = sum(
+        BayesianRidgeHead().negative_log_evidence(learner, params, x[g, :n], y[g, :n], mask[g, :n])[0]
+        for g, n in enumerate(sizes)
+    ) / sum(sizes)
+    torch.testing.assert_close(loss, reference.detach())
+    torch.testing.assert_close(evidence_loss(learner, params, GroupBatch(x, y, mask)).detach(), reference.detach())
+    expected = torch.autograd.grad(reference, list(params.values()))
+    for (name, got), want in zip(grads.items(), expected):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10, msg=name)
+        assert got.abs().sum() > 0, name  # the body, the prior mean, scale and noise prior all learn
 
 
 def test_prototype_head_scores_negative_squared_distances():

@@ -97,7 +97,9 @@ def test_get_params_set_params_and_clone():
     assert twin.get_params() == params and twin is not est
     assert est.set_params(first_order=True, meta_lr=0.1) is est
     assert est.first_order is True and est.meta_lr == 0.1
-    assert set(MetaClassifier().get_params()) == set(params) | {"n_way", "k_shot", "n_score_episodes"}
+    # the marginal likelihood is the Bayesian linear regression head's: MetaRegressor only
+    episodic = {"n_way", "k_shot", "n_score_episodes"}
+    assert set(MetaClassifier().get_params()) == set(params) - {"meta_objective"} | episodic
 
 
 def test_grid_search_on_a_dask_cluster_gives_the_n_jobs_1_results(sinusoids, routing):

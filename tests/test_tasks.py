@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from sklearn_meta._tasks import EpisodeSampler, GroupedRows, TaskSampler, encode_groups
+from sklearn_meta._tasks import EpisodeSampler, GroupedRows, TaskSampler, WholeGroupSampler, encode_groups
 
 
 def test_encode_groups_keeps_order_of_first_appearance():
@@ -84,3 +84,25 @@ def test_episodes_relabel_distinct_classes_locally():
         assert all(mapping[local] == true for local, true in zip(batch.y_query[t].tolist(), true_q.tolist()))
         seen_orders.add(tuple(mapping[i] for i in range(3)))
     assert len(seen_orders) > 1  # no class owns an output unit
+
+
+def test_whole_group_sampler_gives_every_row_of_a_small_group_once_and_masks_the_padding():
+    codes = np.repeat(np.arange(5), [1, 3, 6, 2, 9])
+    X = torch.arange(len(codes), dtype=torch.float32)[:, None]  # X holds the row index
+    sampler = WholeGroupSampler(X, X, GroupedRows(codes), torch.arange(5), width=6)
+    batch = sampler.fixed(_generator())
+    assert batch.x.shape == (5, 6, 1) and batch.mask.shape == (5, 6)
+    assert batch.mask.sum(1).tolist() == [1, 3, 6, 2, 6]  # the 9-row group: a random 6 of its rows
+    for g in range(5):
+        real = batch.x[g, batch.mask[g] == 1, 0].long().tolist()
+        assert len(set(real)) == len(real) and all(codes[i] == g for i in real)
+        if g < 4:  # groups of at most `width` rows: all of them
+            assert sorted(real) == np.flatnonzero(codes == g).tolist()
+
+
+def test_whole_group_sampler_draws_distinct_groups_and_no_more_than_its_pool_holds():
+    codes = np.repeat(np.arange(10), 4)
+    y = torch.tensor(codes, dtype=torch.float32)[:, None]
+    sampler = WholeGroupSampler(y, y, GroupedRows(codes), torch.tensor([2, 5, 7]), width=4)
+    assert sorted(sampler.sample(2, _generator()).y[:, 0, 0].tolist()) in ([2, 5], [2, 7], [5, 7])
+    assert sorted(sampler.sample(8, _generator()).y[:, 0, 0].tolist()) == [2, 5, 7]
