@@ -1,4 +1,10 @@
-"""A prototype, not a feature: meta-training by every training group's full marginal likelihood.
+"""The prototype of ``meta_objective="marginal_likelihood"``: meta-training by every group's full marginal likelihood.
+
+Kept to reproduce ``results/marginal_likelihood*.md``; the package's version
+(``MetaRegressor(meta_objective="marginal_likelihood")``, run by
+``real_data.py``'s ``marginal likelihood`` configurations) differs in its
+prior: normal-inverse-gamma, so each group's noise variance is integrated
+out too, where this prototype learns one noise variance shared by all groups.
 
 The question (issue 9): can a body plus a Bayesian linear head beat
 statsmodels' ``MixedLM`` on the multilevel data of ``real_data.py`` if it
@@ -162,7 +168,8 @@ def main(argv=None):
         f"K = {args.k} revealed rows per new group, seeds 0-{args.seeds - 1}, {args.steps} full-batch Adam steps "
         f"(lr {args.lr}). The splits, revealed rows, standardisation, MixedLM and scoring are `real_data.py`'s. "
         "Query MSE in standardised units, mean over seeds; `÷ MixedLM`: mean of per-seed ratios; `− MixedLM`: "
-        "paired difference with a 95% t interval over seeds. Not a feature of the package: see the docstring.\n\n"
+        "paired difference with a 95% t interval over seeds. "
+        "The prototype of `meta_objective='marginal_likelihood'`: see the docstring.\n\n"
         + markdown_table(
             ["data set", "model", "query MSE", "÷ MixedLM", "− MixedLM", "95% coverage", "s per fit"], rows
         )

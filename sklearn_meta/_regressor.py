@@ -48,7 +48,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     {module}
     {module_kwargs}
     {head}
-    meta_objective : {{"episodes", "marginal_likelihood"}}, default="episodes"
+    meta_objective : {"episodes", "marginal_likelihood"}, default="episodes"
         What meta-training maximises.
 
         - ``"episodes"``: how well each task's query rows are predicted

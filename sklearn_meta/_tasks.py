@@ -108,8 +108,8 @@ class GroupedRows:
         return pool[keys.argsort(dim=1)[:, :set_size]]
 
 
-class TaskSampler:
-    """Meta-batches from tasks given as row groups: support then query rows per task.
+class _PoolSampler:
+    """Meta-batches drawn from a pool of row groups (tasks); subclasses turn the drawn groups into a batch.
 
     Parameters
     ----------
@@ -119,59 +119,54 @@ class TaskSampler:
         Rows of each task.
     pool : Tensor
         Codes of the tasks to draw from (the others are held out).
-    n_support, n_query : int
-        Rows per task in the support and query sets.
     """
 
-    def __init__(self, X, y, tasks: GroupedRows, pool: Tensor, n_support: int, n_query: int):
+    def __init__(self, X, y, tasks: GroupedRows, pool: Tensor):
         self.X, self.y, self.tasks, self.pool = X, y, tasks, pool
+
+    def _batch(self, groups: Tensor, generator: torch.Generator):
+        raise NotImplementedError
+
+    def sample(self, n_tasks: int, generator: torch.Generator):
+        """A meta-batch of ``n_tasks`` tasks of the pool, without replacement when there are enough."""
+        return self._batch(self.tasks.sample_groups(n_tasks, generator, self.pool), generator)
+
+    def fixed(self, generator: torch.Generator):
+        """Every task of the pool once: a fixed evaluation batch."""
+        return self._batch(self.pool, generator)
+
+
+class TaskSampler(_PoolSampler):
+    """Meta-batches of tasks with random support/query splits: ``n_support`` then ``n_query`` rows per task."""
+
+    def __init__(self, X, y, tasks: GroupedRows, pool: Tensor, n_support: int, n_query: int):
+        super().__init__(X, y, tasks, pool)
         self.n_support, self.n_query = n_support, n_query
 
-    def _batch(self, rows: Tensor):
+    def _batch(self, groups, generator):
+        rows = self.tasks.sample_rows(groups, self.n_support + self.n_query, generator)
         s, q = rows[:, : self.n_support], rows[:, self.n_support :]
         return TaskBatch(self.X[s], self.y[s], self.X[q], self.y[q])
 
-    def sample(self, n_tasks: int, generator: torch.Generator):
-        """A meta-batch of ``n_tasks`` tasks with random support/query splits."""
-        picked = self.tasks.sample_groups(n_tasks, generator, self.pool)
-        return self._batch(self.tasks.sample_rows(picked, self.n_support + self.n_query, generator))
 
-    def fixed(self, generator: torch.Generator):
-        """Every task of the pool once, with one random split: a fixed evaluation batch."""
-        return self._batch(self.tasks.sample_rows(self.pool, self.n_support + self.n_query, generator))
-
-
-class WholeGroupSampler:
+class WholeGroupSampler(_PoolSampler):
     """Meta-batches of whole groups, padded and masked: the batches of ``meta_objective="marginal_likelihood"``.
 
-    Parameters
-    ----------
-    X, y : Tensor
-        All training rows, on the target device.
-    tasks : GroupedRows
-        Rows of each group.
-    pool : Tensor
-        Codes of the groups to draw from (the others are held out).
-    width : int
-        Rows per group in a batch: every row of a group of at most ``width``
-        rows (then padding), a random ``width`` of a larger one.
+    ``width`` rows per group: every row of a group of at most ``width`` rows
+    (then padding), a random ``width`` of a larger one. A meta-batch holds
+    distinct groups, all of the pool's when it has fewer than asked for.
     """
 
     def __init__(self, X, y, tasks: GroupedRows, pool: Tensor, width: int):
-        self.X, self.y, self.tasks, self.pool, self.width = X, y, tasks, pool, width
+        super().__init__(X, y, tasks, pool)
+        self.width = width
 
-    def _batch(self, groups: Tensor, generator: torch.Generator) -> GroupBatch:
+    def _batch(self, groups, generator) -> GroupBatch:
         rows, real = self.tasks.sample_rows(groups, self.width, generator, with_mask=True)
         return GroupBatch(self.X[rows], self.y[rows], real.to(self.X.dtype))
 
-    def sample(self, n_groups: int, generator: torch.Generator) -> GroupBatch:
-        """``n_groups`` distinct groups of the pool (all of them when it holds fewer)."""
-        n_groups = min(n_groups, len(self.pool))
-        return self._batch(self.tasks.sample_groups(n_groups, generator, self.pool), generator)
-
-    def fixed(self, generator: torch.Generator) -> GroupBatch:
-        """Every group of the pool once: a fixed evaluation batch."""
-        return self._batch(self.pool, generator)
+    def sample(self, n_tasks: int, generator: torch.Generator) -> GroupBatch:
+        return super().sample(min(n_tasks, len(self.pool)), generator)
 
 
 class EpisodeSampler:
