@@ -632,6 +632,7 @@ METHODS = {
     "MAML (all parameters)": {},
     "ANIL (adapt_params='head')": {"adapt_params": "head"},
     "Bayesian ridge head (head='ridge', the default)": {"head": "ridge"},
+    "ridge head, meta_objective='marginal_likelihood'": {"head": "ridge", "meta_objective": "marginal_likelihood"},
     "head-only damped Newton": {"adapt_params": "head", "inner_optimizer": newton()},
 }
 
