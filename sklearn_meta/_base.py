@@ -171,7 +171,9 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         if ranks is not None:  # every rank learns whether all of them prepared the same model
             ranks.agree(prepared["description"])
         net, learner, model = prepared["net"], prepared["learner"], prepared["model"]
-        key = self._compile_key(prepared["spec"], prepared["n_support"], prepared["n_query"], prepared["device"])
+        key = self._compile_key(
+            prepared["spec"], prepared["n_support"], prepared["n_query"], prepared["device"], prepared["n_tasks"]
+        )
         with intra_op_threads(choose(self.n_threads, prepared["work"])):
             compiled = self._train(net, learner, prepared, ranks, self._use_compile(key))
         if compiled:  # torch has cached this compilation: "auto" compiles shorter fits of these shapes
@@ -226,6 +228,13 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         y_t = self._target_tensor(y_encoded, device)
         n_outputs = self._n_outputs(y_encoded, target_attributes)
         sampler, validation_batch, n_support, n_query = self._make_sampler(X_t, y_t, y_encoded, groups, generator)
+        # whole groups are drawn without replacement: an update holds at most as many as there are
+        n_tasks = sampler.tasks_per_batch(self.meta_batch_size)
+        if ranks is not None and n_tasks < ranks.size:
+            raise ValueError(
+                f"Each update holds {n_tasks} whole training group(s), too few to share among {ranks.size} "
+                "processes: give more groups, or train on fewer processes."
+            )
         spec = self._network_spec(X.shape[1], n_outputs)
         network = self.module_.network if warm else build_network(spec, net_seed, device)
         head = HEADS[spec["head"]]
@@ -257,7 +266,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         if validation_batch is not None:
             validate = self._validation_function(learner, model, validation_batch)
         # floating-point work of one forward pass over an update's rows, for n_threads="auto"
-        rows = self.meta_batch_size * (n_support + n_query)
+        rows = n_tasks * (n_support + n_query)
         work = forward_flops(model.network, X_t, rows)
         return {
             "work": work,
@@ -272,6 +281,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
             "n_outputs": n_outputs,
             "n_support": n_support,
             "n_query": n_query,
+            "n_tasks": n_tasks,
             "device": device,
             "spec": spec,
             # what every rank of a distributed fit must share
@@ -378,8 +388,11 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
             return False  # the recomputing backward pass runs eagerly
         return should_compile(self.compile, self.max_iter, key or "")
 
-    def _compile_key(self, spec: dict, n_support: int, n_query: int, device) -> str:
-        """What the compiled meta-loss depends on (see ``_compiling``): architecture, inner loop, shapes."""
+    def _compile_key(self, spec: dict, n_support: int, n_query: int, device, n_tasks: int | None = None) -> str:
+        """What the compiled meta-loss depends on (see ``_compiling``): architecture, inner loop, shapes.
+
+        ``n_tasks``: the tasks in an update, when fewer than ``meta_batch_size`` (few whole groups).
+        """
 
         def name(value):  # a description without addresses, equal in every process
             if isinstance(value, (list, tuple)):
@@ -392,7 +405,7 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
 
         architecture = sorted((key, repr(name(value))) for key, value in spec.items())
         inner = [repr(name(getattr(self, key))) for key in self._GRADIENT_ARGUMENTS if key != "adapt_steps"]
-        shapes = (self.meta_batch_size, n_support, n_query, torch.device(device).type)
+        shapes = (self.meta_batch_size if n_tasks is None else n_tasks, n_support, n_query, torch.device(device).type)
         return cache_key(type(self).__qualname__, architecture, inner, self.inner_lr, shapes)
 
     def _resolve_device(self, ranks=None) -> torch.device:

@@ -7,6 +7,8 @@ untrusted type outside ``sklearn_meta``.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from skorch.history import History
@@ -109,6 +111,10 @@ class PersistenceMixin:
 
     def __setstate__(self, state):
         state = dict(state)
+        # An argument added after the model was saved: it behaved then as its default does now.
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                state.setdefault(name, parameter.default)
         module_state = state.pop("_module_state", None)
         record = state.pop("_saved_with", None)
         if module_state is None:

@@ -61,7 +61,10 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
           random effects' design. Every group counts, whatever its size,
           and no support/query split is drawn; each update takes
           ``meta_batch_size`` whole groups, padded to the largest (or to
-          ``n_query`` rows, a random subset of a larger group). Choose it
+          ``n_query`` rows, a random subset of a larger group: set it when
+          one group is far larger than the rest, or every group is padded to
+          that one). It needs several groups: one group's likelihood does
+          not identify the prior mean. Choose it
           when many groups are small or of very different sizes, as in
           survey and repeated-measures data; the adapted model, ``predict``
           and ``return_std`` are the same as with ``"episodes"``.

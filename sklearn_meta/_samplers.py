@@ -21,16 +21,22 @@ def grouped_sampler(estimator, X_t, y_t, groups, generator):
         codes, labels = np.zeros(n_samples, dtype=np.int64), np.array([0])
     else:
         codes, labels = encode_groups(validate_groups(groups, X_t))
+    whole = getattr(estimator, "meta_objective", "episodes") == "marginal_likelihood"
     if len(labels) == 1:
+        consequence = (
+            "; one group's marginal likelihood does not identify the prior mean, so predict after partial_adapt"
+            if whole
+            else " and n_support is capped at half of them"
+        )
         warn(
             f"fit() received {'no groups' if groups is None else 'a single task'}: all {n_samples} rows "
-            "are treated as one task and n_support is capped at half of them. Pass groups=<task id of "
-            "each row>. Inside GridSearchCV, Pipeline or cross_validate, enable metadata routing with "
+            f"are treated as one task{consequence}. Pass groups=<task id of each row>. Inside GridSearchCV, "
+            "Pipeline or cross_validate, enable metadata routing with "
             "sklearn.set_config(enable_metadata_routing=True), or scikit-learn drops groups.",
             SingleTaskWarning,
         )
     tasks = GroupedRows(codes, device)
-    if getattr(estimator, "meta_objective", "episodes") == "marginal_likelihood":
+    if whole:
         return _whole_group_sampler(estimator, X_t, y_t, tasks, generator)
     n_support, n_query = split_sizes(estimator.n_support, estimator.n_query, tasks.sizes, labels)
     pool = torch.arange(tasks.n_groups, device=device)

@@ -127,6 +127,10 @@ class _PoolSampler:
     def _batch(self, groups: Tensor, generator: torch.Generator):
         raise NotImplementedError
 
+    def tasks_per_batch(self, n_tasks: int) -> int:
+        """How many tasks :meth:`sample` gives when asked for ``n_tasks``."""
+        return n_tasks
+
     def sample(self, n_tasks: int, generator: torch.Generator):
         """A meta-batch of ``n_tasks`` tasks of the pool, without replacement when there are enough."""
         return self._batch(self.tasks.sample_groups(n_tasks, generator, self.pool), generator)
@@ -165,8 +169,11 @@ class WholeGroupSampler(_PoolSampler):
         rows, real = self.tasks.sample_rows(groups, self.width, generator, with_mask=True)
         return GroupBatch(self.X[rows], self.y[rows], real.to(self.X.dtype))
 
+    def tasks_per_batch(self, n_tasks: int) -> int:
+        return min(n_tasks, len(self.pool))
+
     def sample(self, n_tasks: int, generator: torch.Generator) -> GroupBatch:
-        return super().sample(min(n_tasks, len(self.pool)), generator)
+        return super().sample(self.tasks_per_batch(n_tasks), generator)
 
 
 class EpisodeSampler:
@@ -179,6 +186,10 @@ class EpisodeSampler:
     def __init__(self, X, classes: GroupedRows, pool: Tensor, n_way: int, k_shot: int, n_query: int):
         self.X, self.classes, self.pool = X, classes, pool
         self.n_way, self.k_shot, self.n_query = n_way, k_shot, n_query
+
+    def tasks_per_batch(self, n_tasks: int) -> int:
+        """How many episodes :meth:`sample` gives when asked for ``n_tasks``."""
+        return n_tasks
 
     def sample(self, n_tasks: int, generator: torch.Generator):
         """A batch of ``n_tasks`` episodes."""

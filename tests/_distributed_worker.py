@@ -110,6 +110,8 @@ def scenarios(rank, size):
     mine = own_tasks(X, y, groups, rank, size)
     out = {name: (estimator(**params, callbacks=[ShardSizes()]), X, y, groups) for name, params in EQUIVALENT.items()}
     out["marginal_likelihood_ragged"] = (estimator(**MARGINAL_LIKELIHOOD, callbacks=[ShardSizes()]), *ragged())
+    # one whole group per update cannot be shared by two ranks (episodes draw tasks with replacement)
+    out["marginal_likelihood_one_group"] = (estimator(**MARGINAL_LIKELIHOOD), X, y, np.zeros(len(y)))
     # each rank its own tasks, and no random_state: rank 0's seeds and parameters must win
     out["own_tasks"] = (estimator(random_state=None), *mine)
     out["own_tasks_early_stopping"] = (

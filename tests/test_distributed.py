@@ -76,6 +76,13 @@ def test_two_ranks_with_groups_of_different_sizes_equal_one_process_on_the_margi
         assert reports[rank][name]["batch_sizes"] == rows  # every real row of the update, once
 
 
+def test_fewer_whole_groups_than_ranks_is_a_clear_error_on_every_rank(launched):
+    out, reports = launched
+    for rank in (0, 1):
+        error = reports[rank]["marginal_likelihood_one_group"]["error"]
+        assert error is not None and "too few to share among 2 processes" in error["message"], error
+
+
 @pytest.mark.parametrize("name", ["own_tasks", "own_tasks_early_stopping"])
 def test_ranks_holding_different_tasks_end_identical(launched, name):
     # No random_state and different data per rank: rank 0's seeds and initial parameters win,

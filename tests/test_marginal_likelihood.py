@@ -132,3 +132,14 @@ def test_grid_search_clone_and_pickle_carry_the_objective(sinusoids):
     restored = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(restored.predict(X[:6]), fitted.predict(X[:6]))
     assert restored.meta_objective == "marginal_likelihood"
+
+
+def test_an_update_counts_only_the_groups_there_are(sinusoids):
+    # Whole groups are drawn without replacement: with 3 groups an update holds 3, not meta_batch_size=25.
+    # The work estimate behind n_threads="auto" (and the compile cache key) must count those 3.
+    X, y, groups = sinusoids[:3]
+    few = np.isin(groups, np.unique(groups)[:3])
+    est = MetaRegressor(**{**ML, "meta_batch_size": 25})
+    prepared = est._prepare_training(X[few], y[few], groups[few], (0, 0), None)
+    assert prepared["n_tasks"] == 3
+    assert prepared["rows"] == 3 * 20  # 3 whole groups of 20 rows

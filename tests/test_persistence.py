@@ -7,6 +7,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 from sklearn_meta import MetaClassifier, MetaRegressor
 
@@ -107,3 +108,16 @@ def test_saved_models_record_versions_and_refuse_unknown_formats(sinusoids):
     del state["_saved_with"]
     with pytest.raises(ValueError, match="without a version record"):
         MetaRegressor.__new__(MetaRegressor).__setstate__(state)
+
+
+def test_a_model_saved_before_an_argument_existed_loads_with_its_default(sinusoids):
+    # meta_objective was added after 0.1.0: a model pickled without it behaved as the default does.
+    X, y, groups, *_ = sinusoids
+    est = MetaRegressor(**FAST).fit(X, y, groups=groups)
+    state = est.__getstate__()
+    del state["meta_objective"]
+    old = MetaRegressor.__new__(MetaRegressor)
+    old.__setstate__(state)
+    assert old.get_params()["meta_objective"] == "episodes"
+    np.testing.assert_array_equal(old.predict(X[:5]), est.predict(X[:5]))
+    assert clone(old).get_params() == est.get_params()
