@@ -214,11 +214,6 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         """Validate the data and build everything ``train`` needs, changing no attribute."""
         warm = self.warm_start and hasattr(self, "module_")
         X, y_encoded, target_attributes = self._validate_targets(X, y, reset=not warm)
-        if ranks is not None and self.meta_batch_size < ranks.size:
-            raise ValueError(
-                f"meta_batch_size={self.meta_batch_size} tasks per update cannot be shared by {ranks.size} "
-                f"processes: set meta_batch_size to at least {ranks.size}."
-            )
         device = self._resolve_device(ranks)
         net_seed, sample_seed = seeds
         generator = torch.Generator(device=device)
@@ -230,7 +225,12 @@ class BaseMetaEstimator(AdaptationMixin, PersistenceMixin, BaseEstimator):
         sampler, validation_batch, n_support, n_query = self._make_sampler(X_t, y_t, y_encoded, groups, generator)
         # whole groups are drawn without replacement: an update holds at most as many as there are
         n_tasks = sampler.tasks_per_batch(self.meta_batch_size)
-        if ranks is not None and n_tasks < ranks.size:
+        if ranks is not None and n_tasks < ranks.size:  # some rank would hold no task
+            if self.meta_batch_size < ranks.size:
+                raise ValueError(
+                    f"meta_batch_size={self.meta_batch_size} tasks per update cannot be shared by {ranks.size} "
+                    f"processes: set meta_batch_size to at least {ranks.size}."
+                )
             raise ValueError(
                 f"Each update holds {n_tasks} whole training group(s), too few to share among {ranks.size} "
                 "processes: give more groups, or train on fewer processes."
