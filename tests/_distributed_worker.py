@@ -166,6 +166,7 @@ def main(out_dir):
             torch.save(est.module_.state_dict(), os.path.join(out_dir, f"{name}_rank{rank}.pt"))
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
+    dist.barrier()  # tear down together (see examples/distributed_meta_training.py)
     dist.destroy_process_group()
 
 
