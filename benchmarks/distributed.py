@@ -86,7 +86,6 @@ if rank == 0:
     with open(out, "w") as f:
         json.dump(result, f)
 if dist.is_initialized():
-    dist.barrier()  # tear down together
     dist.destroy_process_group()
 """
 

@@ -34,6 +34,17 @@ from ._engine import GroupBatch, TaskBatch
 from ._signals import sigint_handler
 from .exceptions import RankFailedError
 
+# torch.distributed.nn.functional binds ``group.WORLD`` as a default argument of
+# its functions when it is first imported. torch imports it lazily (building the
+# first torch.optim optimizer imports torch._dynamo, which imports it), so in a script that
+# initialises its process group and then fits, the default group stays referenced
+# after destroy_process_group: its gloo threads live on until interpreter exit,
+# where tearing them down aborts the process now and then ("terminate called
+# without an active exception"). Imported here, normally before the user's
+# init_process_group, it binds None and keeps nothing alive.
+if dist.is_available():
+    import torch.distributed.nn.functional  # noqa: F401
+
 __all__ = ["RankFailedError", "Ranks"]
 
 # Slots at the end of every exchanged buffer.

@@ -17,6 +17,8 @@ import warnings
 import numpy as np
 from skorch.callbacks import Callback
 
+import sklearn_meta  # noqa: F401 - imported before init_process_group, as in a user's script
+
 # Small models and few updates: the whole launch must stay a few seconds on 2 cores.
 COMMON = {"hidden_layer_sizes": (16,), "max_iter": 6, "n_support": 5, "random_state": 0}
 
@@ -166,8 +168,24 @@ def main(out_dir):
             torch.save(est.module_.state_dict(), os.path.join(out_dir, f"{name}_rank{rank}.pt"))
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
-    dist.barrier()  # tear down together (see examples/distributed_meta_training.py)
     dist.destroy_process_group()
+    with open(os.path.join(out_dir, f"rank{rank}_teardown.json"), "w") as f:
+        json.dump({"threads": native_threads()}, f)
+
+
+def native_threads():
+    """This process's threads by name (Linux), or None where /proc does not list them."""
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return None
+    names = []
+    for tid in os.listdir(tasks):
+        try:
+            with open(os.path.join(tasks, tid, "comm")) as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return names
 
 
 if __name__ == "__main__":
