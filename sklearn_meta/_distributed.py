@@ -43,7 +43,8 @@ from .exceptions import RankFailedError
 # without an active exception"). Imported here, normally before the user's
 # init_process_group, it binds None and keeps nothing alive.
 if dist.is_available():
-    import torch.distributed.nn.functional  # noqa: F401
+    with contextlib.suppress(ImportError):  # a build without it cannot import it lazily either
+        import torch.distributed.nn.functional  # noqa: F401
 
 __all__ = ["RankFailedError", "Ranks"]
 
