@@ -34,9 +34,9 @@ from _common import RESULTS, machine_line, markdown_table, write_result
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
-from torch import nn
 
 from sklearn_meta import MetaClassifier
+from sklearn_meta.modules import ConvNet
 
 NOVEL = (7, 8, 9)
 N_QUERY = 15  # query images per class and episode
@@ -45,27 +45,12 @@ DEFAULT_MAX_ITER = 1000  # the estimator's default
 QUICK_MAX_ITER = 20
 
 
-def small_cnn(n_features_in, n_outputs, channels=32):
-    """Two 3x3 convolutions and a 2x2 max-pool on the 8x8 image, then the linear layer the head fits."""
-    side = int(round(n_features_in**0.5))
-    return nn.Sequential(
-        nn.Unflatten(-1, (1, side, side)),
-        nn.Conv2d(1, channels, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(channels, channels, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(-3),
-        nn.Linear(channels * (side // 2) ** 2, n_outputs),
-    )
-
-
 #: MetaClassifier configurations: a name and the arguments that differ from
 #: MetaClassifier(n_way=3, k_shot=K, max_iter=--max-iter) (a configuration may set its own max_iter).
 CONFIGS: dict[str, dict] = {
     "default": {},  # head="ridge" (R2-D2) on the pixels: no hidden layer, a meta-learned penalty and logit scale
-    "CNN body, ridge head": {"module": small_cnn, "max_iter": 300},
-    "CNN body, ridge head, 100 updates": {"module": small_cnn, "max_iter": 100},  # examples/few_shot_digits.py
+    "CNN body, ridge head": {"module": ConvNet, "max_iter": 300},
+    "CNN body, ridge head, 100 updates": {"module": ConvNet, "max_iter": 100},  # examples/few_shot_digits.py
     "MLP body (40, 40)": {"hidden_layer_sizes": (40, 40)},  # the default until 0.2: dense bodies overfit 0-6
     "MLP body (200,)": {"hidden_layer_sizes": (200,)},
     "prototypes, MLP body (40, 40)": {"head": "prototypes", "hidden_layer_sizes": (40, 40)},

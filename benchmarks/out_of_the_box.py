@@ -46,23 +46,15 @@ NETWORKS = {
 THREADS_CHILD = r"""
 import json, statistics, sys, time
 import numpy as np, torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from skorch.callbacks import Callback
 from sklearn_meta import MetaClassifier, MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.modules import ConvNet
 
 kind, params, data = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 threads, iters = int(sys.argv[4]), int(sys.argv[5])
 torch.set_num_threads(threads)
-
-def cnn(channels):
-    def build(n_features_in, n_outputs):
-        side = int(round(n_features_in ** 0.5))
-        return nn.Sequential(nn.Unflatten(-1, (1, side, side)), nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(-3),
-                             nn.Linear(channels * (side // 2) ** 2, n_outputs))
-    return build
 
 rng = np.random.default_rng(0)
 if data == "sinusoid":
@@ -75,7 +67,7 @@ else:
     X = rng.normal(size=(3000, side * side)).astype(np.float32); y = np.repeat(np.arange(10), 300)
     X += y[:, None] * 0.1; g = None
 if "module" in params:
-    params["module"] = cnn(32 if params["module"] == "cnn32" else 64)
+    params.update(module=ConvNet, module_kwargs={"channels": 32 if params["module"] == "cnn32" else 64})
 stamps = []
 class Stamp(Callback):
     def on_epoch_end(self, net, **kwargs):

@@ -57,3 +57,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 html_theme = "pydata_sphinx_theme"
 html_title = f"sklearn-meta {release}"
 html_theme_options = {"navigation_with_keys": False}
+
+
+def _skip_torch_members(app, what, name, obj, skip, options):
+    """Members a class inherits from torch (ConvNet's nn.Module methods) are documented by torch."""
+    return True if (getattr(obj, "__module__", None) or "").startswith("torch.") else None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_torch_members)

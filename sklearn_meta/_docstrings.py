@@ -47,7 +47,8 @@ module : callable, default=None
     separately on each task's support rows, its query rows and the rows
     given to ``predict``, where batch statistics would make a row's
     prediction depend on the other rows of the call; use
-    :class:`torch.nn.LayerNorm` or :class:`torch.nn.GroupNorm`.""",
+    :class:`torch.nn.LayerNorm` or :class:`torch.nn.GroupNorm`. For rows
+    that are flattened images, :class:`sklearn_meta.modules.ConvNet`.""",
     "module_kwargs": """\
 module_kwargs : dict, default=None
     Keyword arguments for ``module``.""",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -174,7 +175,9 @@ def split_head(net: nn.Module, closed_form) -> HeadedNetwork:
             f"ending in torch.nn.Linear (as the built-in MLP is); got {type(net).__name__}. Use the built-in MLP, "
             "return an nn.Sequential from your module factory, or use head='gradient'."
         )
-    return HeadedNetwork(net[:-1], net[-1], closed_form.meta_parameters(net[-1]))
+    # Not net[:-1]: slicing calls type(net)(...), which a subclass with its own constructor arguments refuses.
+    body = nn.Sequential(OrderedDict(list(net.named_children())[:-1]))
+    return HeadedNetwork(body, net[-1], closed_form.meta_parameters(net[-1]))
 
 
 def last_layer_names(net: nn.Module) -> list[str]:

@@ -14,6 +14,7 @@ LAYERS = {
     "_version": 0,
     "_warnings": 0,
     "_signals": 0,
+    "modules": 0,
     "_engine": 1,
     "_recompute": 1,
     "_threads": 1,

@@ -122,3 +122,24 @@ def test_per_row_norms_fit_adapt_and_predict_row_by_row(tasks, norm):
         one = np.concatenate([est.predict(X[i : i + 1]) for i in range(10)])
         np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
         est.partial_adapt(X[:1], y[:1])
+
+
+class WideSequential(nn.Sequential):
+    """A user's nn.Sequential subclass whose constructor takes its own arguments, not layers."""
+
+    def __init__(self, n_features_in, n_outputs, hidden=8):
+        super().__init__(nn.Linear(n_features_in, hidden), nn.Tanh(), nn.Linear(hidden, n_outputs))
+
+
+@pytest.mark.parametrize("head", ["ridge", "prototypes"])
+def test_closed_form_heads_split_a_sequential_subclass_with_its_own_constructor(tasks, head):
+    # Bug: the body was net[:-1], and slicing an nn.Sequential calls type(net)(layers), which this
+    # subclass's constructor refuses (TypeError: missing 'n_outputs'): fit failed for every such module.
+    net = _network.build_network({**_spec(WideSequential), "head": head}, 0, torch.device("cpu"))
+    assert [name for name, _ in net.body.named_children()] == ["0", "1"]
+    assert sorted(name for name, _ in net.named_parameters() if name.startswith(("body", "head"))) == [
+        "body.0.bias", "body.0.weight", "head.bias", "head.weight"]  # fmt: skip
+    if head == "ridge":
+        X, y, groups = tasks
+        est = MetaRegressor(module=WideSequential, head=head, **SMALL).fit(X, y, groups=groups)
+        assert np.isfinite(est.partial_adapt(X[:5], y[:5]).predict(X[5:10])).all()
