@@ -24,6 +24,8 @@ from ._heads import HEADS
 from ._splitting import describe, support_size, validate_groups
 from ._tasks import GroupedRows, encode_groups
 from ._threads import thread_policy
+from ._warnings import warn
+from .exceptions import SmallTaskWarning
 
 __all__ = ["AdaptationMixin", "as_float_tensor", "atomic", "check_support_targets", "diverged"]
 
@@ -403,17 +405,25 @@ class AdaptationMixin:
         X, y_encoded, _ = self._validate_targets(X, y, reset=False)
         codes, labels = encode_groups(validate_groups(groups, X))
         device = self._runtime_device()
-        tasks = GroupedRows(codes, device)
-        size = support_size(self.n_support, tasks.sizes)
-        too_small = np.flatnonzero(tasks.sizes < size + 1)
-        if len(too_small):
-            raise ValueError(
-                f"score() adapts each task on its first {size} rows (n_support) and scores the rest: "
-                f"{len(too_small)} task(s) have too few rows (task ids {describe(labels[too_small])})."
+        sizes = np.bincount(codes)
+        size = support_size(self.n_support, sizes)
+        scored = sizes > size
+        what = f"score() adapts each task on its first {size} rows (n_support) and scores the rest"
+        if not scored.any():
+            raise ValueError(f"{what}, but no task has more than {size} rows. Lower n_support.")
+        if not scored.all():
+            too_small = np.flatnonzero(~scored)
+            warn(
+                f"{what}: {len(too_small)} of {len(sizes)} tasks ({int(sizes[too_small].sum())} rows) have at most "
+                f"{size} rows and are left out of the score (task ids {describe(labels[too_small])}).",
+                SmallTaskWarning,
             )
+        kept = np.flatnonzero(scored[codes])  # the rows of the tasks that are scored
+        tasks = GroupedRows(np.cumsum(scored)[codes[kept]] - 1, device)
+        kept = torch.as_tensor(kept, device=device)
         X_t = as_float_tensor(X, device)
         y_t = self._target_tensor(y_encoded, device)
-        support, query, query_valid = tasks.rows[:, :size], tasks.rows[:, size:], tasks.valid[:, size:]
+        support, query, query_valid = kept[tasks.rows[:, :size]], kept[tasks.rows[:, size:]], tasks.valid[:, size:]
         predicted = self._adapt_and_predict(X_t[support], y_t[support], X_t[query])
         outputs = torch.zeros((X.shape[0], self.n_outputs_), device=device)
         outputs[query[query_valid]] = predicted[query_valid]

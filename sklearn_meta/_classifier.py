@@ -467,7 +467,9 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
 
         Grouped tasks with ``groups``: each task is adapted (on a copy of the
         meta-learned model) on its first ``n_support`` rows and its other rows
-        are predicted; the score is the accuracy over all those rows.
+        are predicted; the score is the accuracy over all those rows. Tasks
+        of ``n_support`` rows or fewer are left out, with a
+        :class:`~sklearn_meta.exceptions.SmallTaskWarning`.
         Episodic mode: ``n_score_episodes`` seeded episodes are drawn from the
         classes in ``X`` (``groups`` is not used). Otherwise: the accuracy of
         the current model. Early stopping's ``valid_score`` is the same metric.

@@ -344,7 +344,10 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         other rows are predicted. The score is the pooled R²,
         ``1 - sum(SS_res) / sum(SS_tot)`` over all query rows, with
         ``SS_tot`` taken around each task's own query mean (averaged over
-        outputs). Early stopping's ``valid_score`` is the same metric.
+        outputs). Early stopping's ``valid_score`` is the same metric. Tasks
+        of ``n_support`` rows or fewer have nothing to score: they are left
+        out, with a :class:`~sklearn_meta.exceptions.SmallTaskWarning` (a
+        ``ValueError`` when no task is left).
 
         Parameters
         ----------

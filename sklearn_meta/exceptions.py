@@ -2,7 +2,7 @@
 
 from sklearn.exceptions import NotFittedError
 
-__all__ = ["NonFiniteLossWarning", "NotAdaptedError", "RankFailedError", "SingleTaskWarning"]
+__all__ = ["NonFiniteLossWarning", "NotAdaptedError", "RankFailedError", "SingleTaskWarning", "SmallTaskWarning"]
 
 
 class SingleTaskWarning(UserWarning):
@@ -11,6 +11,19 @@ class SingleTaskWarning(UserWarning):
     Inside ``GridSearchCV``, ``Pipeline`` or ``cross_validate`` this usually
     means metadata routing is off, so scikit-learn dropped ``groups``:
     enable it with ``sklearn.set_config(enable_metadata_routing=True)``.
+    """
+
+
+class SmallTaskWarning(UserWarning):
+    """``score`` (with ``groups``) left out the tasks too small to be scored.
+
+    The few-shot score adapts each task on its first ``n_support`` rows and
+    scores the others, so a task of ``n_support`` rows or fewer has nothing
+    to score. Real grouped data often has such groups (a county with two
+    homes); they are left out of the score, which covers the other tasks,
+    instead of failing the whole call (inside ``cross_validate`` or
+    ``GridSearchCV``, a failed score is a NaN for that split). ``score``
+    raises a ``ValueError`` when no task has more than ``n_support`` rows.
     """
 
 

@@ -5,7 +5,7 @@ import pytest
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_meta import MetaClassifier, MetaRegressor
-from sklearn_meta.exceptions import SingleTaskWarning
+from sklearn_meta.exceptions import SingleTaskWarning, SmallTaskWarning
 
 from .conftest import FAST
 
@@ -62,11 +62,20 @@ def test_too_many_query_rows(sinusoids):
         MetaRegressor(**FAST, n_query=15).fit(X, y, groups=groups)
 
 
-def test_score_tasks_too_small_for_support(fitted, sinusoids):
+def test_score_leaves_out_tasks_too_small_to_score_and_says_so(fitted, sinusoids):
+    # Bug: one held-out task of n_support rows or fewer failed the whole score (on radon, 46 of 85
+    # counties have at most 5 homes, so every split of a cross-validation scored NaN).
     est, expected, X_test = fitted
     *_, y_test, groups_test = sinusoids
-    with pytest.raises(ValueError, match=r"task\(s\) have too few rows"):
-        est.score(X_test[:25], y_test[:25], groups=groups_test[:25])  # task 1 has 5 rows
+    # tasks of 20, 5, 20 and 3 rows; n_support=10
+    rows = np.concatenate([np.arange(20), np.arange(20, 25), np.arange(40, 60), np.arange(60, 63)])
+    with pytest.warns(SmallTaskWarning, match=r"2 of 4 tasks \(8 rows\) have at most 10 rows .*task ids 1, 3"):
+        score = est.score(X_test[rows], y_test[rows], groups=groups_test[rows])
+    big = np.isin(groups_test[rows], [0, 2])
+    assert score == pytest.approx(est.score(X_test[rows][big], y_test[rows][big], groups=groups_test[rows][big]))
+    with pytest.raises(ValueError, match="no task has more than 10 rows"):
+        est.score(X_test[20:25], y_test[20:25], groups=groups_test[20:25])
+    _unchanged(est, expected, X_test)
 
 
 def test_partial_adapt_with_another_number_of_features(fitted):
