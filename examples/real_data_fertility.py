@@ -51,6 +51,14 @@ its prior: where a country has no support years early on and an unusual
 history (rates already low in the 1960s, as in parts of Eastern Europe), it
 extrapolates the usual transition backwards.
 
+The mixed model a statistician would fit (statsmodels' ``MixedLM``, a
+quadratic trend in the year with a random intercept and slope, predicting a
+new country through its BLUP) is not shown here; it is in
+``benchmarks/real_data.py`` (``--datasets fertility``, 5 random splits, K
+random years): there the default ``MetaRegressor`` has 0.65x / 0.36x / 0.09x
+its query MSE from K = 3 / 5 / 10 years, lower in every seed's paired
+comparison, with 95% intervals covering 93-94% of the held-out years.
+
 Data: "The World Bank: Fertility rate, total (births per woman): World
 Development Indicators" (indicator SP.DYN.TFRT.IN, compiled from the UN
 Population Division's World Population Prospects and national statistics).
