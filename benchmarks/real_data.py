@@ -89,7 +89,7 @@ predicting every new group.
 
 Usage::
 
-    python benchmarks/real_data.py             # 5 seeds, max_iter 1000: ~25 min on 2 idle cores, then digits
+    python benchmarks/real_data.py             # 5 seeds, max_iter 1000: ~30 min on 2 idle cores, then digits
     python benchmarks/real_data.py --quick     # 2 seeds, max_iter 100: ~2-3.5 minutes
     python benchmarks/real_data.py --datasets Milk gapminder --configs MAML --max-iter 1500
     python benchmarks/real_data.py --rerender  # the tables again from results/real_data.json, no fits
