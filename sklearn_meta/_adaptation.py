@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -393,7 +394,7 @@ class AdaptationMixin:
         return vmap(one_task)(x_support, y_support)
 
     @thread_policy
-    def _few_shot_outputs(self, X, y, groups):
+    def _few_shot_outputs(self, X, y, groups, where: str = "score()"):
         """Adapt to each task of ``groups`` on its first rows; predict the rest.
 
         Every task adapts on the same number of support rows (see
@@ -406,11 +407,13 @@ class AdaptationMixin:
         codes, labels = encode_groups(validate_groups(groups, X))
         device = self._runtime_device()
         sizes = np.bincount(codes)
-        size = support_size(self.n_support, sizes)
+        # A fraction of the smallest task that can be scored: a task of one row must not shrink every support set.
+        size = support_size(self.n_support, sizes[sizes > 1] if (sizes > 1).any() else sizes)
         scored = sizes > size
-        what = f"score() adapts each task on its first {size} rows (n_support) and scores the rest"
+        what = f"{where} adapts each task on its first {size} rows (n_support={self.n_support!r}) and scores the rest"
         if not scored.any():
-            raise ValueError(f"{what}, but no task has more than {size} rows. Lower n_support.")
+            raise ValueError(f"{what}, but no task has more than {size} rows" + (
+                ". Lower n_support." if isinstance(self.n_support, Integral) else "."))  # fmt: skip
         if not scored.all():
             too_small = np.flatnonzero(~scored)
             warn(

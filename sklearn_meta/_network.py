@@ -175,6 +175,12 @@ def split_head(net: nn.Module, closed_form) -> HeadedNetwork:
             f"ending in torch.nn.Linear (as the built-in MLP is); got {type(net).__name__}. Use the built-in MLP, "
             "return an nn.Sequential from your module factory, or use head='gradient'."
         )
+    if type(net).forward is not nn.Sequential.forward:
+        raise ValueError(
+            f"A closed-form head runs the network's layers up to the last one, then fits that layer, so it "
+            f"cannot run the forward() that {type(net).__name__} overrides. Put that computation in a layer of "
+            "the Sequential, or use head='gradient'."
+        )
     # Not net[:-1]: slicing calls type(net)(...), which a subclass with its own constructor arguments refuses.
     body = nn.Sequential(OrderedDict(list(net.named_children())[:-1]))
     return HeadedNetwork(body, net[-1], closed_form.meta_parameters(net[-1]))

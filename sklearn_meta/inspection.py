@@ -8,11 +8,14 @@ plots, ``plot`` draws again on new axes. matplotlib is an optional dependency
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 from sklearn.base import is_classifier
 from sklearn.utils._optional_dependencies import check_matplotlib_support
 from sklearn.utils.validation import check_is_fitted
+
+from .exceptions import SmallTaskWarning
 
 __all__ = ["AdaptationCurveDisplay", "MetaTrainingCurveDisplay"]
 
@@ -181,7 +184,9 @@ class AdaptationCurveDisplay:
         X, y : array-like
             Rows of held-out tasks.
         groups : array-like of shape (n_samples,)
-            Their task ids.
+            Their task ids. As in ``score``, each task adapts on its first
+            ``n_support`` rows; tasks with no rows left are left out, with
+            one :class:`~sklearn_meta.exceptions.SmallTaskWarning`.
         steps : iterable of int, default=range(11)
             Numbers of adaptation steps to try.
         baseline : fitted estimator, default=None
@@ -198,10 +203,13 @@ class AdaptationCurveDisplay:
         probe = copy.deepcopy(estimator)  # set_params(adapt_steps=...) must not touch the user's estimator
         classifier = is_classifier(estimator)
         errors, query, codes = [], None, None
-        for n_steps in steps:
-            outputs, is_query, codes, y_encoded = probe.set_params(adapt_steps=int(n_steps))._few_shot_outputs(
-                X, y, groups
-            )
+        for i, n_steps in enumerate(steps):
+            with warnings.catch_warnings():
+                if i:  # the same tasks are left out at every step: say it once
+                    warnings.simplefilter("ignore", SmallTaskWarning)
+                outputs, is_query, codes, y_encoded = probe.set_params(adapt_steps=int(n_steps))._few_shot_outputs(
+                    X, y, groups, where="AdaptationCurveDisplay"
+                )
             query = is_query.cpu().numpy()
             out = outputs.cpu().numpy()[query]
             if classifier:

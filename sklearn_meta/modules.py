@@ -119,11 +119,12 @@ def _image_shape(n_features_in: int, image_shape) -> tuple[int, int, int]:
             raise ValueError(
                 f"ConvNet with image_shape=None needs square one-channel images, but the rows have "
                 f"{n_features_in} features, not a square number. Pass module_kwargs={{'image_shape': "
-                "(height, width)}} or (channels, height, width)."
+                "(height, width)} or (channels, height, width)."
             )
         shape = (1, side, side)
     else:
-        shape = tuple(image_shape)
+        iterable = hasattr(image_shape, "__iter__") and not isinstance(image_shape, (str, bytes))
+        shape = tuple(image_shape) if iterable else ()
         if len(shape) == 2:
             shape = (1, *shape)
         if len(shape) != 3 or not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in shape):
@@ -138,5 +139,8 @@ def _image_shape(n_features_in: int, image_shape) -> tuple[int, int, int]:
                 f"{n_features_in} features."
             )
     if min(shape[1:]) < 2:
-        raise ValueError(f"ConvNet needs images of at least 2x2 pixels (its max-pool halves each side), got {shape}.")
+        raise ValueError(
+            f"ConvNet needs images of at least 2x2 pixels (its max-pool halves each side), got "
+            f"image_shape={image_shape!r} for {n_features_in} features."
+        )
     return tuple(int(s) for s in shape)

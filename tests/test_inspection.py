@@ -57,6 +57,26 @@ def test_adaptation_curve_of_a_closed_form_head_is_flat_after_zero_steps(sinusoi
     assert display.errors[1] != pytest.approx(display.errors[0], rel=1e-3)
 
 
+def test_adaptation_curve_leaves_out_small_tasks_and_says_so_once(sinusoids):
+    import warnings
+
+    from sklearn_meta.exceptions import SmallTaskWarning
+
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    est = MetaRegressor(**FAST).fit(X, y, groups=groups)
+    rows = np.arange(45)  # tasks of 20, 20 and 5 rows; n_support=10
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        display = AdaptationCurveDisplay.from_estimator(
+            est, X_test[rows], y_test[rows], groups_test[rows], steps=[0, 1, 3], plot=False
+        )
+    messages = [str(w.message) for w in caught if issubclass(w.category, SmallTaskWarning)]
+    assert len(messages) == 1 and messages[0].startswith("AdaptationCurveDisplay adapts each task")
+    full = AdaptationCurveDisplay.from_estimator(est, X_test[:40], y_test[:40], groups_test[:40], steps=[0, 1, 3],
+                                                 plot=False)  # fmt: skip
+    np.testing.assert_allclose(display.errors, full.errors)
+
+
 def test_classifier_curve_is_an_error_rate(class_tasks):
     X, y, groups, X_test, y_test, groups_test = class_tasks
     clf = MetaClassifier(**FAST).fit(X, y, groups=groups)

@@ -49,6 +49,8 @@ def test_rows_are_unflattened_as_numpy_flattens_an_image():
         (60, {}, "not a square number"),
         (64, {"image_shape": (4, 8, 8)}, "holds 256 pixels"),
         (64, {"image_shape": (8,)}, "height, width"),
+        (64, {"image_shape": 8}, "height, width"),
+        (64, {"image_shape": "8x8"}, "height, width"),
         (64, {"image_shape": (8, 8.0)}, "positive integers"),
         (4, {"image_shape": (1, 4)}, "at least 2x2"),
         (64, {"channels": 0}, "channels must be a positive integer"),
@@ -57,6 +59,13 @@ def test_rows_are_unflattened_as_numpy_flattens_an_image():
 def test_shapes_that_do_not_fit_the_rows_are_refused_clearly(n_features, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ConvNet(n_features, 3, **kwargs)
+
+
+def test_the_advice_for_images_that_are_not_square_is_valid_python():
+    with pytest.raises(ValueError) as error:
+        ConvNet(60, 3)
+    assert "module_kwargs={'image_shape': (height, width)} or" in str(error.value)
+    assert ConvNet(60, 3, image_shape=np.array([6, 10]))[0].unflattened_size == (1, 6, 10)
 
 
 def test_a_fit_with_a_wrong_image_shape_fails_before_training_and_keeps_the_fitted_model(digits):

@@ -143,3 +143,22 @@ def test_closed_form_heads_split_a_sequential_subclass_with_its_own_constructor(
         X, y, groups = tasks
         est = MetaRegressor(module=WideSequential, head=head, **SMALL).fit(X, y, groups=groups)
         assert np.isfinite(est.partial_adapt(X[:5], y[:5]).predict(X[5:10])).all()
+
+
+class ScaledSequential(nn.Sequential):
+    """An nn.Sequential whose forward() does more than run its layers."""
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__(nn.Linear(n_features_in, 4), nn.Tanh(), nn.Linear(4, n_outputs))
+
+    def forward(self, x):
+        return super().forward(x / 1000)
+
+
+def test_closed_form_heads_refuse_a_sequential_that_overrides_forward():
+    # The closed-form heads run the layers up to the last, then fit it: an overridden forward() would be
+    # skipped silently, and the fitted network would compute something else than the user's module.
+    with pytest.raises(ValueError, match="cannot run the forward\\(\\) that ScaledSequential overrides"):
+        _network.build_network({**_spec(ScaledSequential), "head": "ridge"}, 0, torch.device("cpu"))
+    net = _network.build_network({**_spec(ScaledSequential), "head": "gradient"}, 0, torch.device("cpu"))
+    assert isinstance(net, ScaledSequential)  # gradient steps run the module as it is

@@ -78,6 +78,15 @@ def test_score_leaves_out_tasks_too_small_to_score_and_says_so(fitted, sinusoids
     _unchanged(est, expected, X_test)
 
 
+def test_a_left_out_one_row_task_does_not_shrink_a_fractional_support(sinusoids):
+    X, y, groups, X_test, y_test, groups_test = sinusoids
+    est = MetaRegressor(**FAST, n_support=0.5).fit(X, y, groups=groups)
+    rows = np.concatenate([np.arange(60), [60]])  # three tasks of 20 rows and one of 1 row
+    with pytest.warns(SmallTaskWarning, match=r"first 10 rows \(n_support=0.5\).*1 of 4 tasks \(1 rows\)"):
+        score = est.score(X_test[rows], y_test[rows], groups=groups_test[rows])
+    assert score == est.score(X_test[:60], y_test[:60], groups=groups_test[:60])
+
+
 def test_partial_adapt_with_another_number_of_features(fitted):
     est, expected, X_test = fitted
     with pytest.raises(ValueError, match="X has 2 features, but MetaRegressor is expecting 1 features"):
