@@ -412,8 +412,8 @@ class AdaptationMixin:
         scored = sizes > size
         what = f"{where} adapts each task on its first {size} rows (n_support={self.n_support!r}) and scores the rest"
         if not scored.any():
-            raise ValueError(f"{what}, but no task has more than {size} rows" + (
-                ". Lower n_support." if isinstance(self.n_support, Integral) else "."))  # fmt: skip
+            advice = " Lower n_support." if isinstance(self.n_support, Integral) else ""  # a fraction cannot help
+            raise ValueError(f"{what}, but no task has more than {size} rows.{advice}")
         if not scored.all():
             too_small = np.flatnonzero(~scored)
             warn(
