@@ -152,7 +152,8 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
 
     # predict(X, groups=..., y_support=..., support=...) adapts to new tasks: requested by default,
     # so a Pipeline routes them with metadata routing on and without set_predict_request calls.
-    __metadata_request__predict = {"groups": True, "y_support": True, "support": True}
+    # return_std is an option, not metadata, but under routing a Pipeline passes it only if requested.
+    __metadata_request__predict = {"groups": True, "y_support": True, "support": True, "return_std": True}
 
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,

@@ -249,7 +249,14 @@ def train(
                     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                 net.notify("on_grad_computed", named_parameters=named_parameters, batch=batch, training=True)
                 with ctrl_c:  # the step and its history row, or neither
-                    optimizer.step()
+                    try:
+                        optimizer.step()
+                    except RuntimeError as error:  # a step size beyond float range: torch refuses to convert it
+                        if "overflow" not in str(error):
+                            raise
+                        _restore(params, backup)
+                        _stop_non_finite(history, n_before, overflow=str(error))
+                        break
                     if not _all_finite(params):  # an overflowing step: undo it
                         _restore(params, backup)
                         _stop_non_finite(history, n_before)
@@ -291,9 +298,24 @@ def _restore(params, backup) -> None:
             p.copy_(b)
 
 
-def _stop_non_finite(history, n_before: int) -> None:
+def _stop_non_finite(history, n_before: int, overflow: str | None = None) -> None:
+    """Drop the row of the update that was not made; raise if no update was ever made, else warn."""
     iteration = history[-1, "epoch"]
     history.pop()  # the row of the update that was not made
+    if overflow is not None:  # the meta-optimizer could not even take the step
+        what = (
+            f"The meta-optimizer's step overflowed the float32 range at iteration {iteration} ({overflow}): "
+            "its learning rate (meta_lr, times the head's meta_lr_factor for the head's own meta-parameters) "
+            "is too large."
+        )
+        if len(history) == n_before:
+            raise ValueError(f"{what} No update was made. Lower meta_lr.")
+        warn(
+            f"{what} Meta-training stopped and kept the last finite meta-parameters ({len(history)} updates). "
+            "Lower meta_lr.",
+            NonFiniteLossWarning,
+        )
+        return
     if len(history) == n_before:
         raise ValueError(
             f"The meta-loss or its gradient was not finite at iteration {iteration}, before any "

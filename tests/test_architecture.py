@@ -87,3 +87,24 @@ def test_the_engine_and_the_transforms_know_nothing_of_scikit_learn():
             for alias in node.names
         }
         assert "sklearn" not in imported, name
+
+
+def _top_level_assignments(path: Path):
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name):
+                yield target.id
+
+
+def test_no_module_binds_a_top_level_name_twice():
+    # A second binding silently wins over the first (optim._BY_NAME was defined twice).
+    twice = []
+    for paths in _modules().values():
+        for path in paths:
+            names = list(_top_level_assignments(path))
+            twice += [f"{path.relative_to(PACKAGE)}: {name}" for name in sorted(set(names)) if names.count(name) > 1]
+    assert twice == []

@@ -90,6 +90,15 @@ def test_pipeline_with_a_scaler(sinusoids, routing):
     assert not np.allclose(before, pipe.predict(X_test * 100))
 
 
+def test_pipeline_predicts_with_return_std_under_routing(sinusoids, routing):
+    # Bug: Pipeline.predict(X, return_std=True) raised UnsetMetadataPassedError with routing on.
+    X, y, groups, X_test, *_ = sinusoids
+    pipe = make_pipeline(StandardScaler(), MetaRegressor(**FAST)).fit(X, y, groups=groups)
+    mean, std = pipe.predict(X_test, return_std=True)
+    np.testing.assert_array_equal(mean, pipe.predict(X_test))
+    assert std.shape == mean.shape and (std > 0).all()
+
+
 def test_get_params_set_params_and_clone():
     est = MetaRegressor(head="gradient", inner_optimizer="adam", inner_steps=5, n_support=0.5, callbacks=[])
     params = est.get_params()

@@ -428,6 +428,40 @@ def test_overflowing_update_is_undone_and_not_counted(sinusoids, max_iter):
     np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
 
 
+class HugeLearningRateAt(Callback):
+    """Sets the meta learning rate beyond float32's range at one update, as a runaway schedule would."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_grad_computed(self, net, **kwargs):
+        if net.history[-1, "epoch"] == self.epoch:
+            for group in net.optimizer_.param_groups:
+                group["lr"] = 3e38
+
+
+@pytest.mark.parametrize("head", ["ridge", "gradient"])
+def test_a_meta_lr_beyond_float_range_is_a_clear_error_and_keeps_the_model(sinusoids, head):
+    # Bug: torch's RuntimeError ("value cannot be converted to type float without overflow") escaped
+    # from the meta-optimizer's step.
+    X, y, groups, X_test, *_ = sinusoids
+    est = MetaRegressor(**{**FAST, "head": head}).fit(X, y, groups=groups)
+    before = est.predict(X_test)
+    with pytest.raises(ValueError, match="overflowed the float32 range at iteration 1.*Lower meta_lr"):
+        est.set_params(meta_lr=3e38).fit(X, y, groups=groups)
+    np.testing.assert_array_equal(est.predict(X_test), before)
+    assert est.n_iter_ == FAST["max_iter"]
+
+
+def test_a_step_overflowing_mid_training_stops_with_the_last_finite_parameters(sinusoids):
+    X, y, groups, X_test, *_ = sinusoids
+    with pytest.warns(NonFiniteLossWarning, match="overflowed the float32 range at iteration 3"):
+        est = MetaRegressor(**FAST, callbacks=[HugeLearningRateAt(3)]).fit(X, y, groups=groups)
+    assert est.n_iter_ == 2 and len(est.history_) == 2
+    same = MetaRegressor(**{**FAST, "max_iter": 2}).fit(X, y, groups=groups)
+    np.testing.assert_array_equal(est.predict(X_test), same.predict(X_test))
+
+
 def test_warnings_point_at_the_callers_line(sinusoids):
     X, y, groups, *_ = sinusoids
     with pytest.warns(NonFiniteLossWarning) as record:

@@ -157,9 +157,6 @@ def adam(lr: float = 0.01, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 _BY_NAME: dict[str, Callable] = {"sgd": sgd, "adam": adam, "meta-sgd": meta_sgd}
 
 
-_BY_NAME: dict[str, Callable] = {"sgd": sgd, "adam": adam, "meta-sgd": meta_sgd}
-
-
 def resolve_inner_optimizer(spec, lr: float):
     """Turn an ``inner_optimizer`` argument into an optimizer object.
 
