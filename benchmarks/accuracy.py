@@ -38,17 +38,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _common import RESULTS, machine_line, markdown_table, try_pyplot, write_result
+from sklearn.base import clone
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from sklearn_meta import MetaRegressor
-from sklearn_meta._engine import Learner, adapt_tasks, predict_tasks
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.engine import adapt_tasks, predict_tasks
+from sklearn_meta.heads import FunctionalNetwork, GradientHead
 
 INNER_LR = 0.01
 META_LR = 1e-3
 MAX_STEPS = 10  # adaptation steps evaluated: 0 .. MAX_STEPS
 
+# name -> (label, GradientHead arguments besides inner_lr and inner_steps)
 METHODS = {
     "maml": ("MAML (second order)", dict(inner_optimizer="sgd", first_order=False)),
     "fomaml": ("first-order MAML", dict(inner_optimizer="sgd", first_order=True)),
@@ -102,16 +105,13 @@ def train_cell(args, method: str, k: int):
         est = MetaRegressor(
             hidden_layer_sizes=(40, 40),
             activation="relu",  # the papers' network; MetaRegressor defaults to tanh
-            head="gradient",
-            inner_lr=INNER_LR,
-            inner_steps=1,
+            head=GradientHead(inner_lr=INNER_LR, inner_steps=1, **METHODS[method][1]),
             meta_lr=META_LR,
             meta_batch_size=args.meta_batch,
             n_support=k,
             n_query=k,
             max_iter=args.iterations,
             random_state=args.seed,
-            **METHODS[method][1],
         ).fit(X, y, groups=groups)
         model, final = est, float(np.mean(est.loss_curve_[-100:]))
     else:  # "pretrained": plain regression on the pooled rows of every task
@@ -146,15 +146,26 @@ def _per_task_mse(pred, yq):
     return ((pred - yq) ** 2).mean(dim=(1, 2)).numpy()
 
 
+def _functional(est: MetaRegressor) -> FunctionalNetwork:
+    """The fitted network as the engine takes it (what ``score`` adapts)."""
+    network = est.module_.network
+    return FunctionalNetwork(network, dict(network.named_buffers()), F.mse_loss)
+
+
+def _with_steps(est: MetaRegressor, steps: int):
+    """A copy of the fitted head that adapts with ``steps`` inner steps."""
+    return clone(est.head_).set_params(adapt_steps=steps)
+
+
 def evaluate_estimator(est: MetaRegressor, test) -> np.ndarray:
     """(MAX_STEPS + 1, tasks) query MSE, all tasks adapted at once with the engine `score` uses."""
     xs, ys, xq, yq = test
-    learner = Learner(est.module_.network, dict(est.module_.network.named_buffers()), F.mse_loss, est.inner_optimizer_)
-    params = est.module_.meta_params()
+    network = _functional(est)
+    params, meta = est.module_.init_params(), est.module_.head_meta()
     out = []
     for steps in range(MAX_STEPS + 1):
-        adapted = adapt_tasks(learner, params, est.module_.inner_meta(), xs, ys, steps)
-        out.append(_per_task_mse(predict_tasks(learner, adapted, xq), yq))
+        adapted = adapt_tasks(network, _with_steps(est, steps), params, meta, xs, ys)
+        out.append(_per_task_mse(predict_tasks(network, adapted, xq), yq))
     return np.stack(out)
 
 
@@ -167,15 +178,15 @@ def check_public_api(est: MetaRegressor, test, n_tasks: int) -> tuple[dict, int]
     (ValueError) exactly where the vectorised adaptation gives non-finite parameters.
     """
     xs, ys, xq, yq = test
-    learner = Learner(est.module_.network, dict(est.module_.network.named_buffers()), F.mse_loss, est.inner_optimizer_)
-    params = est.module_.meta_params()
+    network = _functional(est)
+    params, meta = est.module_.init_params(), est.module_.head_meta()
     est = copy.deepcopy(est)
     worst, mismatched = {1: 0.0, MAX_STEPS: 0.0}, 0
     for steps in (1, MAX_STEPS):
-        adapted = adapt_tasks(learner, params, est.module_.inner_meta(), xs[:n_tasks], ys[:n_tasks], steps)
+        adapted = adapt_tasks(network, _with_steps(est, steps), params, meta, xs[:n_tasks], ys[:n_tasks])
         finite = torch.stack([torch.isfinite(v).flatten(1).all(dim=1) for v in adapted.values()]).all(dim=0)
-        vectorised = predict_tasks(learner, adapted, xq[:n_tasks]).numpy()
-        est.set_params(adapt_steps=steps)
+        vectorised = predict_tasks(network, adapted, xq[:n_tasks]).numpy()
+        est.head_.set_params(adapt_steps=steps)  # the fitted model's head: no refit
         for t in range(n_tasks):
             try:
                 est.reset_adaptation().partial_adapt(xs[t].numpy(), ys[t].numpy().ravel())
@@ -280,8 +291,15 @@ def plot(curves, shots, path):
             if k in PUBLISHED[key]:
                 mean, half = PUBLISHED[key][k]
                 lowest = min(lowest, mean - half)
-                ax.errorbar([1], [mean], yerr=[half], fmt=marker, color="black", capsize=3,
-                            label=f"{METHODS[key][0]}, Li et al. 2017")
+                ax.errorbar(
+                    [1],
+                    [mean],
+                    yerr=[half],
+                    fmt=marker,
+                    color="black",
+                    capsize=3,
+                    label=f"{METHODS[key][0]}, Li et al. 2017",
+                )
         ax.set_yscale("log")
         ax.set_xlabel("adaptation steps")
         ax.set_title(f"K = {k}")
@@ -297,8 +315,12 @@ def plot(curves, shots, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iterations", type=int, default=2000,
-                        help="meta-iterations per model (default 2000, a quick run; the papers use 70000)")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=2000,
+        help="meta-iterations per model (default 2000, a quick run; the papers use 70000)",
+    )
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10, 20], help="K values (default 5 10 20)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--no-baselines", action="store_true", help="skip the pretrained and K-points-alone rows")
@@ -309,8 +331,12 @@ def main(argv=None):
     parser.add_argument("--query", type=int, default=100, help="query points per evaluation task (default 100)")
     parser.add_argument("--scratch-steps", type=int, default=1000, help="Adam steps of the K-points-alone fit")
     parser.add_argument("--scratch-lr", type=float, default=1e-2, help="Adam step size of the K-points-alone fit")
-    parser.add_argument("--check-tasks", type=int, default=30,
-                        help="tasks on which partial_adapt + predict are checked against the vectorised evaluation")
+    parser.add_argument(
+        "--check-tasks",
+        type=int,
+        default=30,
+        help="tasks on which partial_adapt + predict are checked against the vectorised evaluation",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process (default 1)")
     parser.add_argument("--jobs", type=int, default=1, help="train cells in parallel processes (default 1)")
@@ -345,8 +371,9 @@ def main(argv=None):
         else:
             curves[(method, k)] = evaluate_pretrained(model, tests[k])
             label, iters = BASELINES[method], args.iterations
-        train_rows.append([label, k, f"{iters:,}", f"{seconds:.1f}", f"{args.meta_batch * iters / seconds:,.0f}",
-                           f"{final:.4f}"])
+        train_rows.append(
+            [label, k, f"{iters:,}", f"{seconds:.1f}", f"{args.meta_batch * iters / seconds:,.0f}", f"{final:.4f}"]
+        )
     if not args.no_baselines:
         for k in args.shots:
             curves[("scratch_sgd", k)], curves[("scratch_adam", k)] = evaluate_scratch(args, tests[k], k)
@@ -368,8 +395,9 @@ def main(argv=None):
             else:
                 row += [fmt_ci(c[1]), fmt_ci(c[MAX_STEPS])]
         pub = PUBLISHED.get(key, {})
-        row.append(" / ".join(f"{pub[k][0]:.3f} ± {pub[k][1]:.3f}" if k in pub else "—" for k in args.shots)
-                   if pub else "—")
+        row.append(
+            " / ".join(f"{pub[k][0]:.3f} ± {pub[k][1]:.3f}" if k in pub else "—" for k in args.shots) if pub else "—"
+        )
         rows.append(row)
 
     plot_path = plot(curves, args.shots, RESULTS / f"{args.output}.png")
@@ -398,8 +426,12 @@ def main(argv=None):
         f"meta-iterations of {args.meta_batch} tasks, K support + K query points per task, one inner step "
         f"(step size {INNER_LR}), Adam meta lr {META_LR}; training set {args.train_tasks:,} tasks × "
         f"{args.rows_per_task} rows (a fresh random split each draw). "
-        + ("**These are quick-run numbers, far shorter than the papers' 70,000 iterations: do not compare them "
-           "with the published column.** " if args.iterations < 70000 else "")
+        + (
+            "**These are quick-run numbers, far shorter than the papers' 70,000 iterations: do not compare them "
+            "with the published column.** "
+            if args.iterations < 70000
+            else ""
+        )
         + "Published: Li et al. (2017), Meta-SGD, Table 1 (one adaptation step, 70,000 iterations).\n\n"
         "† trained to convergence on the K points (full-batch Adam, "
         f"{args.scratch_steps} steps, lr {args.scratch_lr}): the same number in both columns.\n\n"
@@ -416,8 +448,10 @@ def main(argv=None):
         text += f"\n![MSE against adaptation steps]({plot_path.name})\n"
     path = write_result(args.output, text)
     with np.errstate(all="ignore"):
-        raw = {f"{key}-K{k}": [x if np.isfinite(x) else None for x in np.atleast_1d(c.mean(axis=-1)).tolist()]
-               for (key, k), c in curves.items()}
+        raw = {
+            f"{key}-K{k}": [x if np.isfinite(x) else None for x in np.atleast_1d(c.mean(axis=-1)).tolist()]
+            for (key, k), c in curves.items()
+        }
     (RESULTS / f"{args.output}.json").write_text(json.dumps({"args": vars(args), "mean_mse_by_steps": raw}, indent=1))
     print(text)
     print(f"wrote {path} ({elapsed:.0f} s)")

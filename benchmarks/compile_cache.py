@@ -30,9 +30,10 @@ from _common import RESULTS, fmt, machine_line, markdown_table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# name: estimator arguments, as JSON for the child process; a dict "head" is GradientHead's arguments
 CONFIGS = {
-    "MAML, 5 steps, second order": {"head": "gradient", "inner_steps": 5},
-    "Meta-SGD, 1 step": {"head": "gradient", "inner_optimizer": "meta-sgd"},
+    "MAML, 5 steps, second order": {"head": {"inner_steps": 5}},
+    "Meta-SGD, 1 step": {"head": {"inner_optimizer": "meta-sgd"}},
     "default (ridge head)": {},
 }
 
@@ -43,7 +44,10 @@ torch.set_num_threads(1)
 from skorch.callbacks import Callback
 from sklearn_meta import MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.heads import GradientHead
 params, compile_, iters = json.loads(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
+if isinstance(params.get("head"), dict):  # GradientHead's arguments
+    params["head"] = GradientHead(**params["head"])
 X, y, g = make_sinusoid_tasks(n_tasks=2000, n_samples_per_task=20, random_state=0)
 stamps = []
 class Stamp(Callback):

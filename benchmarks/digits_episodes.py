@@ -1,8 +1,8 @@
-"""Few-shot classification of novel digits: MetaClassifier against classifiers fitted on the few rows.
+"""Few-shot classification of novel digits: EpisodicClassifier against classifiers fitted on the few rows.
 
 Protocol (the standard N-way K-shot episodes, on scikit-learn's 8x8 digits as
-``load_digits`` returns them, pixel values 0-16, unscaled): a
-``MetaClassifier(n_way=3, k_shot=K)`` is meta-trained on the images of the
+``load_digits`` returns them, pixel values 0-16, unscaled): an
+``EpisodicClassifier(n_way=3, k_shot=K)`` is meta-trained on the images of the
 digits 0-6 only. It then meets the digits 7, 8 and 9, never seen in
 meta-training: each of ``--episodes`` episodes draws K support images and 15
 query images of each of the three, ``reset_adaptation().partial_adapt`` on the
@@ -35,7 +35,8 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 
-from sklearn_meta import MetaClassifier
+from sklearn_meta import EpisodicClassifier
+from sklearn_meta.heads import GradientHead
 from sklearn_meta.modules import ConvNet
 
 NOVEL = (7, 8, 9)
@@ -45,8 +46,8 @@ DEFAULT_MAX_ITER = 1000  # the estimator's default
 QUICK_MAX_ITER = 20
 
 
-#: MetaClassifier configurations: a name and the arguments that differ from
-#: MetaClassifier(n_way=3, k_shot=K, max_iter=--max-iter) (a configuration may set its own max_iter).
+#: EpisodicClassifier configurations: a name and the arguments that differ from
+#: EpisodicClassifier(n_way=3, k_shot=K, max_iter=--max-iter) (a configuration may set its own max_iter).
 CONFIGS: dict[str, dict] = {
     "default": {},  # head="ridge" (R2-D2) on the pixels: no hidden layer, a meta-learned penalty and logit scale
     "CNN body, ridge head": {"module": ConvNet, "max_iter": 300},
@@ -55,10 +56,8 @@ CONFIGS: dict[str, dict] = {
     "MLP body (200,)": {"hidden_layer_sizes": (200,)},
     "prototypes, MLP body (40, 40)": {"head": "prototypes", "hidden_layer_sizes": (40, 40)},
     "gradient head (MAML, 5 steps), MLP body (40, 40)": {
-        "head": "gradient",
+        "head": GradientHead(inner_lr=0.5, inner_steps=5),
         "hidden_layer_sizes": (40, 40),
-        "inner_lr": 0.5,
-        "inner_steps": 5,
         "max_iter": 500,
     },
 }
@@ -102,7 +101,7 @@ def run_seed(X, y, seed: int, k: int, n_episodes: int, configs: dict, max_iter: 
             settings = {"n_way": 3, "k_shot": k, "max_iter": max_iter, "random_state": seed, **config}
             if quick:  # a smoke run: every configuration at the quick max_iter
                 settings["max_iter"] = max_iter
-            clf = MetaClassifier(**settings)
+            clf = EpisodicClassifier(**settings)
             clf.fit(X[train], y[train])
         scores = [np.mean(clf.reset_adaptation().partial_adapt(X[s], y[s]).predict(X[q]) == y[q]) for s, q in tasks]
         results[name] = {"accuracy": scores, "seconds": time.perf_counter() - start}
@@ -134,7 +133,7 @@ def report(results: dict, args, configs: dict, max_iter: int, elapsed: float, co
         f"Machine: {machine_line()}",
         "",
         f"{args.seeds} seed(s) × {args.episodes} episodes per K; {N_QUERY} query images per class; raw pixels "
-        f"(0-16). MetaClassifier: `MetaClassifier(n_way=3, k_shot=K, max_iter={max_iter}, random_state=seed, "
+        f"(0-16). EpisodicClassifier: `EpisodicClassifier(n_way=3, k_shot=K, max_iter={max_iter}, random_state=seed, "
         "**config)`, one meta-training per seed and K. See the docstring of `benchmarks/digits_episodes.py`.",
         "",
         "Configurations:",

@@ -25,10 +25,10 @@ from pathlib import Path
 from _common import RESULTS, fmt, machine_line, markdown_table, write_result
 
 CONFIGS = {
-    # name: estimator arguments
+    # name: estimator arguments, as JSON for the ranks; a dict "head" is GradientHead's arguments
     "default (ridge head)": {},
-    "MAML, 1 step, second order": {"head": "gradient", "inner_steps": 1},
-    "MAML, 5 steps, second order": {"head": "gradient", "inner_steps": 5},
+    "MAML, 1 step, second order": {"head": {"inner_steps": 1}},
+    "MAML, 5 steps, second order": {"head": {"inner_steps": 5}},
 }
 
 RANK = r"""
@@ -37,10 +37,13 @@ import torch, torch.distributed as dist
 torch.set_num_threads(1)
 from skorch.callbacks import Callback
 from sklearn_meta import MetaRegressor
-from sklearn_meta import _distributed
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.heads import GradientHead
+from sklearn_meta.training import _distributed
 
 params, batch, iterations, out = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if isinstance(params.get("head"), dict):  # GradientHead's arguments
+    params["head"] = GradientHead(**params["head"])
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:
     dist.init_process_group("gloo")
 rank = dist.get_rank() if dist.is_initialized() else 0

@@ -28,11 +28,12 @@ import json, resource, sys, torch
 torch.set_num_threads(1)
 from sklearn_meta import MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.heads import GradientHead
 steps, mode, batch, iters, inner = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 X, y, g = make_sinusoid_tasks(n_tasks=2000, n_samples_per_task=20, random_state=0)
-est = MetaRegressor(head="gradient", inner_optimizer=inner, inner_steps=steps, first_order=mode == "first",
-                    recompute_inner=mode == "recomputed", meta_batch_size=batch, max_iter=iters, compile=False,
-                    random_state=0)
+head = GradientHead(inner_optimizer=inner, inner_steps=steps, first_order=mode == "first",
+                    recompute_inner=mode == "recomputed")
+est = MetaRegressor(head=head, meta_batch_size=batch, max_iter=iters, compile=False, random_state=0)
 est.fit(X, y, groups=g)
 print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
@@ -43,14 +44,15 @@ import json, sys, torch
 torch.set_num_threads(1)
 from sklearn_meta import MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.heads import GradientHead
 steps, batch, rounds, iters, inner = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 X, y, g = make_sinusoid_tasks(n_tasks=2000, n_samples_per_task=20, random_state=0)
 durations = {"second": [], "recomputed": [], "first": []}
 for _ in range(rounds):
     for mode in durations:
-        est = MetaRegressor(head="gradient", inner_optimizer=inner, inner_steps=steps, first_order=mode == "first",
-                            recompute_inner=mode == "recomputed", meta_batch_size=batch, max_iter=iters,
-                            compile=False, random_state=0)
+        head = GradientHead(inner_optimizer=inner, inner_steps=steps, first_order=mode == "first",
+                            recompute_inner=mode == "recomputed")
+        est = MetaRegressor(head=head, meta_batch_size=batch, max_iter=iters, compile=False, random_state=0)
         est.fit(X, y, groups=g)
         durations[mode] += [row["dur"] for row in est.history_][1:]  # the first update warms up
 print(json.dumps({mode: 1000 * min(d) for mode, d in durations.items()}))
@@ -110,7 +112,7 @@ def main():
         "## Peak memory and time of meta-training\n\n"
         f"Command: `{command}` ({time.perf_counter() - start:.0f} s)\n\n"
         f"Machine: {machine_line()}\n\n"
-        f'MetaRegressor(head="gradient", inner_optimizer="{args.inner_optimizer}"), MLP 40-40, sinusoid '
+        f'MetaRegressor(head=GradientHead(inner_optimizer="{args.inner_optimizer}")), MLP 40-40, sinusoid '
         f"tasks, K = 10 support + 10 query rows, meta-batch {args.meta_batch}, `compile=False`. Memory: extra "
         f"peak resident memory of a `fit` of {args.iterations} updates over the same `fit` with `max_iter=0`, "
         "each in its own process (MiB). Time: the fastest update of "

@@ -6,8 +6,9 @@ Two tables, every number from a fresh process:
    with all cores, for networks from the default MLP to bodies far larger,
    next to the floating-point work of one forward pass over an update's rows
    (``torch.utils.flop_counter``). It is the measurement behind
-   ``n_threads="auto"``: one thread below ``_threads.AUTO_THRESHOLD``, the
-   caller's threads above it.
+   ``n_threads="auto"``: one thread below
+   ``sklearn_meta.training._threads.AUTO_THRESHOLD``, the caller's threads
+   above it.
 2. **Out of the box.** The README's main example
    (``examples/sinusoid_quickstart.py``, wall time of the whole script) and a
    fixed ``fit`` (400 Meta-SGD updates), each with the package's defaults,
@@ -48,7 +49,7 @@ import json, statistics, sys, time
 import numpy as np, torch
 from torch.utils.flop_counter import FlopCounterMode
 from skorch.callbacks import Callback
-from sklearn_meta import MetaClassifier, MetaRegressor
+from sklearn_meta import EpisodicClassifier, MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
 from sklearn_meta.modules import ConvNet
 
@@ -74,7 +75,7 @@ class Stamp(Callback):
         stamps.append(time.perf_counter())
 common = dict(max_iter=iters, random_state=0, n_threads=None, callbacks=[Stamp()], compile=False)
 if kind == "classifier":
-    est = MetaClassifier(n_way=3, k_shot=5, n_query=5, **common, **params).fit(X, y)
+    est = EpisodicClassifier(n_way=3, k_shot=5, n_query=5, **common, **params).fit(X, y)
     rows = 3 * (5 + 5)
 else:
     est = MetaRegressor(**common, **params).fit(X, y, groups=g)
@@ -90,9 +91,10 @@ FIT_CHILD = r"""
 import json, sys, time
 from sklearn_meta import MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.heads import GradientHead
 n_threads = json.loads(sys.argv[1])
 X, y, g = make_sinusoid_tasks(n_tasks=2000, n_samples_per_task=20, random_state=0)
-est = MetaRegressor(head="gradient", inner_optimizer="meta-sgd", max_iter=400, random_state=0, n_threads=n_threads)
+est = MetaRegressor(head=GradientHead(inner_optimizer="meta-sgd"), max_iter=400, random_state=0, n_threads=n_threads)
 start = time.perf_counter()
 est.fit(X, y, groups=g)
 print(json.dumps({"s": time.perf_counter() - start}))

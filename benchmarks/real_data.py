@@ -127,9 +127,11 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
+from skorch.callbacks import Callback, GradientNormClipping
 from threadpoolctl import threadpool_limits
 
 from sklearn_meta import MetaRegressor
+from sklearn_meta.heads import GradientHead
 from sklearn_meta.optim import newton
 
 # MetaRegressor configurations: name -> keyword arguments on top of COMMON_META, one line each, e.g.
@@ -137,10 +139,13 @@ from sklearn_meta.optim import newton
 CONFIGS: dict[str, dict] = {
     "default": {},  # head="ridge": the Bayesian ridge head on a (40, 40) MLP body
     "linear ridge head": {"hidden_layer_sizes": ()},  # no body: a mixed model with a learned prior
-    "Meta-SGD": {"head": "gradient", "inner_optimizer": "meta-sgd", "inner_lr": 0.05, "max_grad_norm": 1.0},
-    "MAML": {"head": "gradient", "inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 5},
-    "ANIL": {"head": "gradient", "adapt_params": "head", "inner_lr": 0.1, "inner_steps": 5},
-    "Newton head": {"head": "gradient", "inner_optimizer": newton(), "adapt_params": "head"},
+    "Meta-SGD": {
+        "head": GradientHead(inner_optimizer="meta-sgd", inner_lr=0.05),
+        "callbacks": [GradientNormClipping(gradient_clip_value=1.0)],
+    },
+    "MAML": {"head": GradientHead(inner_optimizer="sgd", inner_lr=0.1, inner_steps=5)},
+    "ANIL": {"head": GradientHead(adapt_params="head", inner_lr=0.1, inner_steps=5)},
+    "Newton head": {"head": GradientHead(inner_optimizer=newton(), adapt_params="head")},
     # trained on every training group's marginal likelihood, as a mixed model is: all groups count
     "marginal likelihood": {"meta_objective": "marginal_likelihood"},
     "marginal likelihood, linear": {"meta_objective": "marginal_likelihood", "hidden_layer_sizes": ()},
@@ -399,6 +404,44 @@ def ridge_predict(X_s, y_s, X_q):
 
 def meta_kwargs(config: dict, k: int, max_iter: int, seed: int) -> dict:
     return {**COMMON_META, "n_support": k, "max_iter": max_iter, "random_state": seed, **config}
+
+
+class _Described(str):
+    """A configuration value saved as its description (a head, a callback): shown as written, unquoted."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def describe_value(value) -> str:
+    """A configuration value as the results show it: its ``repr`` on one line; a skorch callback with its arguments."""
+    if isinstance(value, list):
+        return "[" + ", ".join(describe_value(v) for v in value) + "]"
+    if isinstance(value, Callback):
+        return f"{type(value).__name__}({', '.join(f'{k}={v!r}' for k, v in value.get_params().items())})"
+    return " ".join(repr(value).split())
+
+
+def describe_config(config: dict) -> str:
+    return "{" + ", ".join(f"{k!r}: {describe_value(v)}" for k, v in config.items()) + "}"
+
+
+def _json_value(value):
+    """A configuration value for the results' JSON: numbers, strings and tuples as such, objects described."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, tuple) and all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return list(value)
+    return {"description": describe_value(value)}
+
+
+def _from_json(value):
+    """:func:`_json_value` undone, as far as :func:`describe_config` needs: lists to tuples, descriptions."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict) and set(value) == {"description"}:
+        return _Described(value["description"])
+    return value
 
 
 def check_config(name: str, config: dict) -> str | None:
@@ -733,7 +776,9 @@ def report(records, header: dict, configs: dict, loaded: dict, output: str) -> N
     )
     notes += [f"Configuration `{n}` skipped: {why}." for n, why in header["skipped_configs"].items()]
     notes += [f"Data set `{n}` unavailable: {why}." for n, why in header["unavailable_datasets"].items()]
-    config_lines = "\n".join(f"- `{n}`: `{meta_kwargs(c, 'K', max_iter, 'seed')}`" for n, c in configs.items())
+    config_lines = "\n".join(
+        f"- `{n}`: `{describe_config(meta_kwargs(c, 'K', max_iter, 'seed'))}`" for n, c in configs.items()
+    )
     text = (
         "## Few-shot regression on multilevel data sets\n\n"
         f"Command: `{header['command']}` ({header['seconds']:.0f} s)\n\n"
@@ -768,10 +813,7 @@ def rerender(output: str) -> None:
     """:func:`report` again from a run's JSON: for a new table over results already measured."""
     saved = json.loads((RESULTS / f"{output}.json").read_text())
     records = saved.pop("records")
-    configs = {
-        name: {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-        for name, config in saved["configs"].items()
-    }
+    configs = {name: {k: _from_json(v) for k, v in config.items()} for name, config in saved["configs"].items()}
     loaded = {name: DATASETS[name].load() for name in dict.fromkeys(r["dataset"] for r in records)}
     report(records, saved, configs, loaded, output)
 
@@ -861,7 +903,7 @@ def main(argv=None):
             "threads": args.threads,
             "train_fraction": TRAIN_FRACTION,
         },
-        "configs": {n: {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()} for n, c in configs.items()},
+        "configs": {n: {k: _json_value(v) for k, v in c.items()} for n, c in configs.items()},
         "skipped_configs": skipped,
         "unavailable_datasets": unavailable,
         "blup_check_max_abs_diff": max(r["blup_check"] for r in records),

@@ -44,8 +44,14 @@ def main(argv=None):
         start = time.perf_counter()
         rc = subprocess.call(command, cwd=HERE.parent)
         seconds = time.perf_counter() - start
-        rows.append([name, "`" + " ".join(["python", f"benchmarks/{name}.py", *settings[name]]) + "`",
-                     f"{seconds:.0f}", "ok" if rc == 0 else f"failed (exit {rc})"])
+        rows.append(
+            [
+                name,
+                "`" + " ".join(["python", f"benchmarks/{name}.py", *settings[name]]) + "`",
+                f"{seconds:.0f}",
+                "ok" if rc == 0 else f"failed (exit {rc})",
+            ]
+        )
         if rc:
             failed.append(name)
     text = (

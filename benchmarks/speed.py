@@ -52,9 +52,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from sklearn_meta import MetaClassifier, MetaRegressor
-from sklearn_meta._engine import Learner, meta_gradient
 from sklearn_meta.datasets import make_classification_tasks, make_sinusoid_tasks
-from sklearn_meta.optim import newton, sgd
+from sklearn_meta.engine import TaskBatch, meta_gradient
+from sklearn_meta.heads import FunctionalNetwork, GradientHead
+from sklearn_meta.optim import newton
 
 INNER_LR = 0.01
 META_LR = 1e-3
@@ -71,6 +72,21 @@ def make_net(seed: int = 0) -> nn.Sequential:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 1))
+
+
+def as_sequential(network: nn.Module) -> tuple[nn.Sequential, dict[str, str]]:
+    """An estimator's network as a plain ``nn.Sequential`` sharing its parameters, and the names' map.
+
+    The estimator's network is its body's layers then the last layer, with
+    parameters named ``body.<i>.*`` and ``head.*``; the Sequential holds the
+    same layers in the same order, so its parameters (``<i>.*``) are the
+    same tensors, position by position. Returns the Sequential and the map
+    from the estimator's parameter names to the Sequential's.
+    """
+    plain = nn.Sequential(*network.body, network.head)
+    theirs, ours = dict(network.named_parameters()), dict(plain.named_parameters())
+    assert [p.shape for p in theirs.values()] == [p.shape for p in ours.values()], (list(theirs), list(ours))
+    return plain, dict(zip(theirs, ours))
 
 
 class TaskSampler:
@@ -256,21 +272,31 @@ class TorchOptVmap(Reference):
         return loss.detach()
 
 
+def gradient_head(n_steps: int, first_order: bool, **changes) -> GradientHead:
+    """The grid's inner loop: ``n_steps`` SGD steps of size ``INNER_LR``, second or first order."""
+    settings = dict(inner_optimizer="sgd", inner_lr=INNER_LR, inner_steps=n_steps, first_order=first_order)
+    return GradientHead(**{**settings, **changes})
+
+
 class Ours:
-    """``MetaRegressor.fit`` with ``max_iter`` outer steps."""
+    """``MetaRegressor.fit`` with ``max_iter`` outer steps.
+
+    ``head``: ``GradientHead`` arguments that replace the grid's (a dict), or
+    a head that replaces the gradient head (e.g. ``"ridge"``; the inner steps
+    and order then do not apply); ``estimator``: other ``MetaRegressor``
+    arguments.
+    """
 
     name = "sklearn_meta"
 
-    def __init__(self, n_steps, first_order, batch_size, data, **method):
+    def __init__(self, n_steps, first_order, batch_size, data, head=None, **estimator):
         self.X, self.y, self.groups = data
+        if head is None or isinstance(head, dict):
+            head = gradient_head(n_steps, first_order, **(head or {}))
         settings = dict(
             hidden_layer_sizes=(40, 40),
             activation="relu",
-            head="gradient",
-            inner_optimizer="sgd",
-            inner_lr=INNER_LR,
-            inner_steps=n_steps,
-            first_order=first_order,
+            head=head,
             meta_optimizer="adam",
             meta_lr=META_LR,
             meta_batch_size=batch_size,
@@ -278,13 +304,11 @@ class Ours:
             n_query=N_QUERY,
             random_state=0,
         )
-        self.est = MetaRegressor(**{**settings, **method})
+        self.est = MetaRegressor(**{**settings, **estimator})
 
     def run(self, n_outer: int) -> float:
         self.est.set_params(max_iter=n_outer)
-        with warnings.catch_warnings():  # the grid's inner-loop settings, unused by a closed-form head
-            warnings.filterwarnings("ignore", message="head=.* fits the last layer in closed form")
-            return timed(lambda: self.est.fit(self.X, self.y, groups=self.groups))
+        return timed(lambda: self.est.fit(self.X, self.y, groups=self.groups))
 
 
 PEERS = {"bare": BareTorchFunc, "higher": Higher, "torchopt_loop": TorchOptLoop, "torchopt_vmap": TorchOptVmap}
@@ -333,16 +357,22 @@ class _RecordBatches(Callback):
 
 
 def check_gradients(status, tensors) -> list[list]:
-    """Meta-gradient of one batch from every implementation, against the estimator's engine."""
+    """Meta-gradient of one batch from every implementation, against the estimator's engine.
+
+    The engine's call is the one ``fit`` makes on every update:
+    ``meta_gradient(network, head, init_params, head_meta, batch)``, here on
+    ``make_net(1)`` (a plain ``nn.Sequential``) and the grid's gradient head.
+    """
     rows = []
     sampler = TaskSampler(*tensors, seed=123)
     batch = sampler.sample(8)
     for n_steps in (1, 5):
         for first_order in (False, True):
             net = make_net(1)
-            learner = Learner(net, {}, F.mse_loss, sgd(INNER_LR))
+            network = FunctionalNetwork(net, {}, F.mse_loss)
+            head = gradient_head(n_steps, first_order)
             params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
-            loss, ref_grads, _ = meta_gradient(learner, params, {}, batch, n_steps, first_order)
+            loss, ref_grads, _ = meta_gradient(network, head, params, head.meta_parameters(params), TaskBatch(*batch))
             ref = list(ref_grads.values())
             scale = max(float(g.abs().max()) for g in ref)
             row = [n_steps, "first" if first_order else "second", f"{loss.item():.6f}"]
@@ -366,10 +396,7 @@ def check_trajectory(data, n_iter: int = 30) -> dict:
         recorder = _RecordBatches()
         kwargs = dict(
             activation="relu",  # make_net's, the reference network (the regressor's default body is tanh)
-            head="gradient",
-            inner_lr=INNER_LR,
-            inner_steps=n_steps,
-            first_order=first_order,
+            head=gradient_head(n_steps, first_order),
             meta_lr=META_LR,
             meta_batch_size=25,
             n_support=N_SUPPORT,
@@ -378,16 +405,18 @@ def check_trajectory(data, n_iter: int = 30) -> dict:
         )
         init = MetaRegressor(max_iter=0, **kwargs).fit(X, y, groups=groups)
         est = MetaRegressor(max_iter=n_iter, callbacks=[recorder], **kwargs).fit(X, y, groups=groups)
+        # The estimator's parameters (body.0.*, body.2.*, head.*) are make_net's (0.*, 2.*, 4.*) by position.
         net = make_net()
         with torch.no_grad():
-            for p, q in zip(net.parameters(), init.module_.network.parameters()):
+            for p, q in zip(net.parameters(), init.module_.network.parameters(), strict=True):
                 p.copy_(q)
         bare = BareTorchFunc(n_steps, first_order, 25, None, net)
         losses = [bare.step(b).item() for b in recorder.batches]
         loss_diff = max(abs(a - b) for a, b in zip(losses, est.loss_curve_))
         with torch.no_grad():
             param_diff = max(
-                float((p - q).abs().max()) for p, q in zip(net.parameters(), est.module_.network.parameters())
+                float((p - q).abs().max())
+                for p, q in zip(net.parameters(), est.module_.network.parameters(), strict=True)
             )
         out[f"{n_steps} step(s), {'first' if first_order else 'second'} order"] = {
             "updates": len(losses),
@@ -472,10 +501,12 @@ def paired_ratio(cell, key, times, args, ours_rounds):
 def serving(args, data):
     """Rows of the serving table: operation, sklearn_meta, bare torch.func, bare autograd, ratio."""
     X, y, groups = data
-    est = MetaRegressor(head="gradient", max_iter=args.serve_fit_iter, random_state=0).fit(X, y, groups=groups)
+    est = MetaRegressor(head=GradientHead(inner_lr=INNER_LR), max_iter=args.serve_fit_iter, random_state=0)
+    est.fit(X, y, groups=groups)
     Xn, yn, _ = make_sinusoid_tasks(n_tasks=1, n_samples_per_task=110, random_state=7)
     xs, ys = Xn[:10], yn[:10]
-    net = est.module_.network
+    # The bare reference runs a plain nn.Sequential holding the fitted layers, not the estimator's network.
+    net, plain_name = as_sequential(est.module_.network)
     params = {k: p.detach() for k, p in net.named_parameters()}
 
     def bare_loss(p, x, y_):
@@ -522,15 +553,22 @@ def serving(args, data):
 
     rows = []
     for steps in (1, 10):
-        est.set_params(adapt_steps=steps)
+        est.head_.set_params(adapt_steps=steps)
         lat, func, auto = interleaved(adapt_ours, lambda s=steps: adapt_func(s), lambda s=steps: adapt_autograd(s))
-        rows.append([f"partial_adapt, 10 rows, {steps} step(s)", us(lat), us(func), us(auto),
-                     fmt(median(lat) / min(median(func), median(auto)))])
+        rows.append(
+            [
+                f"partial_adapt, 10 rows, {steps} step(s)",
+                us(lat),
+                us(func),
+                us(auto),
+                fmt(median(lat) / min(median(func), median(auto))),
+            ]
+        )
 
-    est.set_params(adapt_steps=None)
+    est.head_.set_params(adapt_steps=None)
     est.reset_adaptation().partial_adapt(xs, ys)
     xq = Xn[10:20]
-    adapted = {k: v.detach() for k, v in est.adapted_params_.items()}
+    adapted = {plain_name[k]: v.detach() for k, v in est.adapted_params_.items()}
 
     def bare_predict():
         with torch.inference_mode():
@@ -542,7 +580,8 @@ def serving(args, data):
     n_tasks, n_rows = 600, 110
     Xs, ys_, gs = make_sinusoid_tasks(n_tasks=n_tasks, n_samples_per_task=n_rows, random_state=11)
     for steps in (1, 10):
-        est.set_params(adapt_steps=steps)
+        est.head_.set_params(adapt_steps=steps)
+
         def bare_score(steps=steps):
             x = torch.tensor(Xs, dtype=torch.float32).reshape(n_tasks, n_rows, 1)
             t = torch.tensor(ys_, dtype=torch.float32).reshape(n_tasks, n_rows, 1)
@@ -567,9 +606,13 @@ def serving(args, data):
             bare.append(timed(bare_score))
         r2_ours, r2_bare = est.score(Xs, ys_, groups=gs), bare_score()
         rows.append(
-            [f"score, {n_tasks} tasks × (10 support + 100 query), {steps} step(s)",
-             f"{n_tasks / median(reps):,.0f} tasks/s", f"{n_tasks / median(bare):,.0f} tasks/s", "—",
-             fmt(median(reps) / median(bare)) + f" (R² {r2_ours:.4f} vs {r2_bare:.4f})"]
+            [
+                f"score, {n_tasks} tasks × (10 support + 100 query), {steps} step(s)",
+                f"{n_tasks / median(reps):,.0f} tasks/s",
+                f"{n_tasks / median(bare):,.0f} tasks/s",
+                "—",
+                fmt(median(reps) / median(bare)) + f" (R² {r2_ours:.4f} vs {r2_bare:.4f})",
+            ]
         )
     return rows
 
@@ -628,12 +671,13 @@ def _batch_and_loop(est, X_new, y_new, groups_new, n_tasks, args):
 # Cost of the adaptation methods
 
 
+# name -> arguments of Ours: "head" is GradientHead arguments on top of the grid's (a dict) or another head.
 METHODS = {
     "MAML (all parameters)": {},
-    "ANIL (adapt_params='head')": {"adapt_params": "head"},
+    "ANIL (adapt_params='head')": {"head": {"adapt_params": "head"}},
     "Bayesian ridge head (head='ridge', the default)": {"head": "ridge"},
     "ridge head, meta_objective='marginal_likelihood'": {"head": "ridge", "meta_objective": "marginal_likelihood"},
-    "head-only damped Newton": {"adapt_params": "head", "inner_optimizer": newton()},
+    "head-only damped Newton": {"head": {"adapt_params": "head", "inner_optimizer": newton()}},
 }
 
 
@@ -666,8 +710,10 @@ def profile_fit(args, data, tensors):
     """cProfile of one fit and of the bare step on the same cell, for finding where the time goes."""
     n, fo, b = args.profile_cell
     fo = bool(fo)
-    impls = {"sklearn_meta fit": Ours(n, fo, b, data),
-             "bare torch.func": BareTorchFunc(n, fo, b, TaskSampler(*tensors), make_net())}
+    impls = {
+        "sklearn_meta fit": Ours(n, fo, b, data),
+        "bare torch.func": BareTorchFunc(n, fo, b, TaskSampler(*tensors), make_net()),
+    }
     buf = io.StringIO()
     for name, impl in impls.items():
         impl.run(3)
@@ -675,9 +721,11 @@ def profile_fit(args, data, tensors):
         prof.enable()
         seconds = timed(lambda impl=impl: impl.run(args.steps))
         prof.disable()
-        buf.write(f"==== {name}: {args.steps} outer steps, {n} inner step(s), "
-                  f"{'first' if fo else 'second'} order, meta-batch {b}: {seconds * 1e3 / args.steps:.2f} ms "
-                  "per step under the profiler ====\n")
+        buf.write(
+            f"==== {name}: {args.steps} outer steps, {n} inner step(s), "
+            f"{'first' if fo else 'second'} order, meta-batch {b}: {seconds * 1e3 / args.steps:.2f} ms "
+            "per step under the profiler ====\n"
+        )
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
         buf.write("---- by cumulative time ----\n")
         pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(40)
@@ -713,10 +761,16 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small settings: under a minute")
     parser.add_argument("--rounds", type=int, help="timed rounds (median is reported); default 7, quick 3")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
-    parser.add_argument("--steps", type=int, help="outer steps per timed run, vectorised implementations "
-                        "(= max_iter of each fit); default 50, quick 10")
-    parser.add_argument("--loop-steps", type=int, help="outer steps per timed run of the per-task loop peers "
-                        "(higher, TorchOpt loop); default 5, quick 1")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="outer steps per timed run, vectorised implementations (= max_iter of each fit); default 50, quick 10",
+    )
+    parser.add_argument(
+        "--loop-steps",
+        type=int,
+        help="outer steps per timed run of the per-task loop peers (higher, TorchOpt loop); default 5, quick 1",
+    )
     parser.add_argument("--train-tasks", type=int, default=2000, help="tasks in the training set (20 rows each)")
     parser.add_argument("--calls", type=int, help="calls per latency measurement; default 2000, quick 300")
     parser.add_argument("--score-reps", type=int, help="repetitions of score(); default 9, quick 3")
@@ -724,10 +778,19 @@ def main(argv=None):
     parser.add_argument("--batch-tasks", type=int, help="new tasks of the batch predict row; default 1000, quick 200")
     parser.add_argument("--batch-reps", type=int, help="repetitions of the batch predict row; default 3, quick 1")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1, see README)")
-    parser.add_argument("--impls", nargs="+", default=list(PEERS), choices=list(PEERS),
-                        help="peers to time beside sklearn_meta (default: all)")
-    parser.add_argument("--cells", nargs="+", metavar="STEPS:ORDER:B",
-                        help="only these grid cells, e.g. 1:so:25 5:fo:100 (so/fo = second/first order)")
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        default=list(PEERS),
+        choices=list(PEERS),
+        help="peers to time beside sklearn_meta (default: all)",
+    )
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        metavar="STEPS:ORDER:B",
+        help="only these grid cells, e.g. 1:so:25 5:fo:100 (so/fo = second/first order)",
+    )
     parser.add_argument("--skip-check", action="store_true", help="skip the correctness checks")
     parser.add_argument("--skip-serving", action="store_true", help="skip partial_adapt / predict / score")
     parser.add_argument("--skip-throughput", action="store_true", help="skip the fit throughput grid against peers")
@@ -757,17 +820,26 @@ def main(argv=None):
         sections.append(
             "### Correctness: the same meta-gradient\n\n"
             "One batch of 8 tasks from one initialisation; each cell is max |g_impl − g_engine| / max |g_engine| "
-            "over all parameters, where g_engine is `sklearn_meta._engine.meta_gradient` (what `fit` calls), and "
+            "over all parameters, where g_engine is `sklearn_meta.engine.meta_gradient` (what `fit` calls), and "
             "the meta-loss difference.\n\n" + markdown_table(header, grad_rows)
         )
         traj = check_trajectory(data)
-        rows = [[k, v["updates"], f"{v['max |loss diff|']:.1e}", f"{v['max |param diff| after']:.1e}",
-                 f"{v['first/last loss'][0]:.4f} → {v['first/last loss'][1]:.4f}"] for k, v in traj.items()]
+        rows = [
+            [
+                k,
+                v["updates"],
+                f"{v['max |loss diff|']:.1e}",
+                f"{v['max |param diff| after']:.1e}",
+                f"{v['first/last loss'][0]:.4f} → {v['first/last loss'][1]:.4f}",
+            ]
+            for k, v in traj.items()
+        ]
         sections.append(
             "### Correctness: the same trajectory\n\n`MetaRegressor.fit` with a callback recording each meta-batch; "
             "the bare torch.func step then replays those batches from the estimator's initialisation.\n\n"
-            + markdown_table(["setting", "updates", "max abs Δ meta-loss", "max abs Δ parameter at end", "meta-loss"],
-                             rows)
+            + markdown_table(
+                ["setting", "updates", "max abs Δ meta-loss", "max abs Δ parameter at end", "meta-loss"], rows
+            )
         )
         print("\n\n".join(sections), flush=True)
         print(f"checks: {time.perf_counter() - t:.1f} s", flush=True)
@@ -783,15 +855,31 @@ def main(argv=None):
             table[cell]["ours"] = per_update
             ratios[cell] = {k: paired_ratio(cell, k, times, args, ours_rounds) for k in keys[1:]}
             n, fo, b = cell
-            row = [n, "first" if fo else "second", b, fmt(per_update), fmt(tasks_per_second(cell, "ours", times, args)),
-                   f"{overhead * 1e3:.0f}"]
+            row = [
+                n,
+                "first" if fo else "second",
+                b,
+                fmt(per_update),
+                fmt(tasks_per_second(cell, "ours", times, args)),
+                f"{overhead * 1e3:.0f}",
+            ]
             for key in PEERS:
                 row.append(fmt(table[cell][key]) if key in keys else "n/a")
             for key in PEERS:
                 row.append(fmt(ratios[cell][key], 2) if key in keys else "n/a")
             rows.append(row)
-        header = (["inner steps", "order", "meta-batch", "sklearn_meta (per update)", "sklearn_meta (whole fit)",
-                   "fit overhead (ms)"] + [LABELS[k] for k in PEERS] + [f"ours / {LABELS[k]}" for k in PEERS])
+        header = (
+            [
+                "inner steps",
+                "order",
+                "meta-batch",
+                "sklearn_meta (per update)",
+                "sklearn_meta (whole fit)",
+                "fit overhead (ms)",
+            ]
+            + [LABELS[k] for k in PEERS]
+            + [f"ours / {LABELS[k]}" for k in PEERS]
+        )
         peers_line = "; ".join(f"{LABELS[k]}: {v}" for k, v in status.items())
         summary = ""
         if "bare" in keys:
@@ -800,8 +888,11 @@ def main(argv=None):
             summary = (
                 f"\n\nsklearn_meta's per-update throughput is {min(bare):.2f}–{max(bare):.2f}× the bare "
                 f"torch.func step's (median over cells {median(bare):.2f}×): "
-                + ("within 25% of the reference in every cell." if within else
-                   "**more than 25% slower than the reference in at least one cell.**")
+                + (
+                    "within 25% of the reference in every cell."
+                    if within
+                    else "**more than 25% slower than the reference in at least one cell.**"
+                )
             )
         throughput_md = (
             "### Meta-training throughput (tasks / second, median of "
@@ -809,10 +900,13 @@ def main(argv=None):
             f"Outer steps per timed run: {args.steps} (sklearn_meta, bare torch.func, TorchOpt vmap), "
             f"{args.loop_steps} (higher, TorchOpt loop). "
             f"Training set: {args.train_tasks} tasks × {ROWS_PER_TASK} rows. "
-            "\"per update\" subtracts the fixed cost of one `fit` call (\"fit overhead\": `fit` with `max_iter=0`); "
-            "\"whole fit\" divides by the whole `fit` time. Ratios \"ours / X\" use the per-update number, taken "
+            '"per update" subtracts the fixed cost of one `fit` call ("fit overhead": `fit` with `max_iter=0`); '
+            '"whole fit" divides by the whole `fit` time. Ratios "ours / X" use the per-update number, taken '
             "within each round (paired, so that slow drifts of the machine's load cancel), median over rounds; "
-            "> 1 means sklearn_meta is faster.\n\nPeers: " + peers_line + "\n\n" + markdown_table(header, rows)
+            "> 1 means sklearn_meta is faster.\n\nPeers: "
+            + peers_line
+            + "\n\n"
+            + markdown_table(header, rows)
             + summary
         )
         print(throughput_md, flush=True)
@@ -831,8 +925,16 @@ def main(argv=None):
             "leaves; for `predict`, a forward pass; for `score`, a vmapped (`torch.func`) adapt + predict + pooled "
             "R². The last column is sklearn_meta's time over the faster bare version's (> 1: sklearn_meta is "
             "slower).\n\n"
-            + markdown_table(["operation", "sklearn_meta", "bare torch.func", "bare autograd.grad",
-                              "sklearn_meta / fastest bare (time)"], serve_rows)
+            + markdown_table(
+                [
+                    "operation",
+                    "sklearn_meta",
+                    "bare torch.func",
+                    "bare autograd.grad",
+                    "sklearn_meta / fastest bare (time)",
+                ],
+                serve_rows,
+            )
         )
         serve_md += (
             f"\n\n### Adapting to many new tasks in one call\n\n{args.batch_tasks} new tasks of {N_SUPPORT} "
@@ -842,8 +944,17 @@ def main(argv=None):
             "call over all rows (it predicts the support rows too). Loop: `reset_adaptation().partial_adapt("
             "X_support, y_support).predict(X_query)` per task. The last column compares their query-row "
             "predictions.\n\n"
-            + markdown_table(["estimator", "head", "batch predict (tasks/s)", "per-task loop (tasks/s)",
-                              "speed-up", "batch vs loop"], batch_serving(args, data))
+            + markdown_table(
+                [
+                    "estimator",
+                    "head",
+                    "batch predict (tasks/s)",
+                    "per-task loop (tasks/s)",
+                    "speed-up",
+                    "batch vs loop",
+                ],
+                batch_serving(args, data),
+            )
         )
         print(serve_md, flush=True)
         sections.append(serve_md)

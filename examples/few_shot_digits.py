@@ -2,9 +2,9 @@
 Few-shot classification of novel digits (N-way K-shot episodes)
 ===============================================================
 
-The standard few-shot protocol on scikit-learn's 8x8 digits. A
-:class:`~sklearn_meta.MetaClassifier` in episodic mode (``n_way=3``,
-``k_shot=5``) is meta-trained on episodes drawn from the digits 0-6 only:
+The standard few-shot protocol on scikit-learn's 8x8 digits. An
+:class:`~sklearn_meta.EpisodicClassifier` (``n_way=3``, ``k_shot=5``) is
+meta-trained on episodes drawn from the digits 0-6 only:
 each episode picks 3 of those classes, 5 labelled images of each, and labels
 them 0, 1, 2 in a random order, so the model cannot memorise "which output
 is which digit"; it learns features on which a classifier fitted to 15
@@ -20,8 +20,8 @@ R2-D2), with a meta-learned penalty and logit scale.
 Where it wins and where it does not:
 
 - **With a small convolutional body** (``module=ConvNet`` from
-  :mod:`sklearn_meta.modules`: two 3x3 convolutions and a max-pool, ending
-  in the linear layer the head fits), meta-learning wins: about 0.95
+  :mod:`sklearn_meta.modules`: two 3x3 convolutions and a max-pool, followed
+  by the linear layer the head fits), meta-learning wins: about 0.95
   accuracy where logistic regression, 1-nearest neighbour and nearest
   centroid on the raw pixels reach about 0.90-0.91
   (``benchmarks/digits_episodes.py``: 0.952 ± 0.002 with this script's 100
@@ -41,7 +41,7 @@ Where it wins and where it does not:
   units, activations, early stopping, prototypes or ridge heads, the pixels
   passed beside the body's features, blends of two training digits as extra
   training classes) stays at or below nearest centroid on
-  the raw pixels, which is why ``MetaClassifier`` has no hidden layer by
+  the raw pixels, which is why ``EpisodicClassifier`` has no hidden layer by
   default. Dense bodies pay off with hundreds of training classes, as in
   Omniglot or miniImageNet.
 
@@ -60,7 +60,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 
-from sklearn_meta import MetaClassifier
+from sklearn_meta import EpisodicClassifier
 from sklearn_meta.modules import ConvNet
 
 FAST = os.environ.get("SKLEARN_META_EXAMPLE_FAST") == "1"
@@ -78,21 +78,21 @@ X_novel, y_novel = X[~base], y[~base]  # 7, 8, 9: never seen in meta-training
 # %%
 # A convolutional body for 8x8 images
 # -----------------------------------
-# ``module`` takes a :class:`torch.nn.Module` class: the estimator builds a
-# fresh one for each fit, giving it ``n_features_in`` (64) and ``n_outputs``
-# (``n_way``). :class:`~sklearn_meta.modules.ConvNet` unflattens each row
-# into a square one-channel image (``module_kwargs={"image_shape": ...}``
-# for others); the closed-form head fits its last ``nn.Linear`` layer to
-# each task.
-print(ConvNet(n_features_in=64, n_outputs=N_WAY))
+# ``module`` takes a :class:`torch.nn.Module` class, the body: the estimator
+# builds a fresh one for each fit, giving it ``n_features_in`` (64), and adds
+# the last layer, an ``nn.Linear`` from the body's features to ``n_way``
+# outputs. :class:`~sklearn_meta.modules.ConvNet` unflattens each row into a
+# square one-channel image (``module_kwargs={"image_shape": ...}`` for
+# others); the closed-form head fits that last layer to each task.
+print(ConvNet(n_features_in=64))
 
 
 # %%
 # Meta-training on episodes of the digits 0-6
 # -------------------------------------------
-cnn = MetaClassifier(n_way=N_WAY, k_shot=K_SHOT, module=ConvNet, max_iter=3 if FAST else 100, random_state=0)
-default = MetaClassifier(n_way=N_WAY, k_shot=K_SHOT, max_iter=5 if FAST else 1000, random_state=0)  # no body
-mlp = MetaClassifier(
+cnn = EpisodicClassifier(n_way=N_WAY, k_shot=K_SHOT, module=ConvNet, max_iter=3 if FAST else 100, random_state=0)
+default = EpisodicClassifier(n_way=N_WAY, k_shot=K_SHOT, max_iter=5 if FAST else 1000, random_state=0)  # no body
+mlp = EpisodicClassifier(
     n_way=N_WAY, k_shot=K_SHOT, hidden_layer_sizes=(40, 40), max_iter=5 if FAST else 1000, random_state=0
 )
 for name, clf in [("a small CNN body", cnn), ("the defaults (no body)", default), ("an MLP body", mlp)]:
@@ -123,9 +123,9 @@ def adapted(model):
 
 
 methods = {
-    "MetaClassifier, CNN body": adapted(cnn),
-    "MetaClassifier, defaults (ridge on pixels)": adapted(default),
-    "MetaClassifier, MLP body (40, 40)": adapted(mlp),
+    "EpisodicClassifier, CNN body": adapted(cnn),
+    "EpisodicClassifier, defaults (ridge on pixels)": adapted(default),
+    "EpisodicClassifier, MLP body (40, 40)": adapted(mlp),
     "LogisticRegression on the support rows": lambda X_s, y_s: LogisticRegression(max_iter=1000).fit(X_s, y_s),
     "1-nearest neighbour on the support rows": lambda X_s, y_s: KNeighborsClassifier(1).fit(X_s, y_s),
     "NearestCentroid on the support rows": lambda X_s, y_s: NearestCentroid().fit(X_s, y_s),
@@ -140,9 +140,9 @@ for _ in range(N_EPISODES):
         accuracy[name].append(np.mean(model.predict(X_novel[query]) == y_novel[query]))
 
 print(f"\n{N_WAY}-way {K_SHOT}-shot accuracy on the novel digits, {N_EPISODES} episodes of {N_WAY * N_QUERY} queries")
-print(f"  {'method':<42}{'accuracy':>9}{'± 2 s.e.':>10}")
+print(f"  {'method':<46}{'accuracy':>9}{'± 2 s.e.':>10}")
 for name, values in accuracy.items():
-    print(f"  {name:<42}{np.mean(values):>9.3f}{2 * np.std(values) / np.sqrt(len(values)):>10.3f}")
+    print(f"  {name:<46}{np.mean(values):>9.3f}{2 * np.std(values) / np.sqrt(len(values)):>10.3f}")
 print(f"  (the MLP body on episodes of its own training digits 0-6: {mlp.score(X[base], y[base]):.3f})")
 
 # %%

@@ -6,7 +6,7 @@ How the last layer adapts matters as much as what is meta-learned. On the
 sinusoid tasks of the quick start, two :class:`~sklearn_meta.MetaRegressor`
 configurations are meta-trained for the same number of updates:
 
-- Meta-SGD (``head="gradient", inner_optimizer="meta-sgd"``): one gradient
+- Meta-SGD (``head=GradientHead(inner_optimizer="meta-sgd")``): one gradient
   step on every weight with meta-learned step sizes;
 - ``head="ridge"`` (the default): the last layer is fitted in closed form as
   a Bayesian linear regression on the body's features, whose prior
@@ -17,8 +17,8 @@ configurations are meta-trained for the same number of updates:
 The script prints the few-shot R² on 100 held-out tasks from 5 and 10
 support points, the wall time of each fit, and the coverage of the ridge
 head's 95% predictive intervals, and draws one new task. (A third choice,
-``adapt_params="head"`` with ``inner_optimizer=optim.newton()``, a damped
-Newton step on the last layer, reached R² 0.91 / 0.98 here, but its exact
+``head=GradientHead(inner_optimizer=optim.newton(), adapt_params="head")``, a
+damped Newton step on the last layer, reached R² 0.91 / 0.98 here, but its exact
 Hessians make meta-training several times slower.)
 
 What to expect (default run, 2 CPU cores, 1,000 updates each): the ridge head
@@ -34,7 +34,7 @@ about 0.98 and the coverage 86%: ReLU features suit these sine waves
 better, and overfit real data with few groups.)
 Where it does not win: the heads adapt only the last layer, so tasks that
 differ in the features themselves (not in how the features are combined)
-need ``adapt_params="all"``; and on real multilevel data
+need ``GradientHead(adapt_params="all")``; and on real multilevel data
 (``benchmarks/results/real_data*.md``) a mixed-effects model is as good as
 any configuration where the groups differ mainly by a noisy intercept. There,
 with groups of very different sizes (``HLMdiag::radon``: 1 to 116 homes per
@@ -52,9 +52,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from skorch.callbacks import GradientNormClipping
 
 from sklearn_meta import MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.heads import GradientHead
 
 FAST = os.environ.get("SKLEARN_META_EXAMPLE_FAST") == "1"
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # sphinx-gallery sets no __file__
@@ -69,7 +71,9 @@ X_test, y_test, groups_test = make_sinusoid_tasks(n_tasks=100, n_samples_per_tas
 # --------------------------------------------------
 common = dict(max_iter=MAX_ITER, meta_lr=3e-3, random_state=0)
 configurations = {
-    "Meta-SGD, all weights": dict(head="gradient", inner_optimizer="meta-sgd", max_grad_norm=1.0),
+    "Meta-SGD, all weights": dict(
+        head=GradientHead(inner_optimizer="meta-sgd"), callbacks=[GradientNormClipping(gradient_clip_value=1.0)]
+    ),
     "Bayesian ridge head": dict(head="ridge"),
 }
 models = {}

@@ -30,10 +30,12 @@ import numpy as np
 import sklearn
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, GroupKFold
+from skorch.callbacks import GradientNormClipping
 
 from sklearn_meta import MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
 from sklearn_meta.exceptions import SingleTaskWarning
+from sklearn_meta.heads import GradientHead
 
 FAST = os.environ.get("SKLEARN_META_EXAMPLE_FAST") == "1"
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # sphinx-gallery sets no __file__
@@ -47,7 +49,9 @@ X_test, y_test, groups_test = make_sinusoid_tasks(n_tasks=100, n_samples_per_tas
 # ----------
 # Every candidate is meta-trained on the tasks of two folds and scored
 # few-shot on the tasks of the third.
-estimator = MetaRegressor(max_iter=10 if FAST else 300, max_grad_norm=1.0, random_state=0)
+estimator = MetaRegressor(
+    max_iter=10 if FAST else 300, callbacks=[GradientNormClipping(gradient_clip_value=1.0)], random_state=0
+)
 param_grid = {"head": ["gradient", "ridge"], "hidden_layer_sizes": [(40,), (40, 40)]}
 search = GridSearchCV(estimator, param_grid, cv=GroupKFold(n_splits=3))
 
@@ -80,9 +84,8 @@ print(f"refitted best model, few-shot R² on 100 new tasks: {test_score:.3f}")
 # estimator does not: it meta-trains on one big "task" and says so.
 with sklearn.config_context(enable_metadata_routing=False), warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    GridSearchCV(clone(estimator).set_params(max_iter=1), {"inner_steps": [1]}, cv=GroupKFold(n_splits=3)).fit(
-        X, y, groups=groups
-    )
+    one_update = clone(estimator).set_params(head=GradientHead(), max_iter=1)
+    GridSearchCV(one_update, {"head__inner_steps": [1]}, cv=GroupKFold(n_splits=3)).fit(X, y, groups=groups)
 single_task = [w for w in caught if issubclass(w.category, SingleTaskWarning)]
 print(f"\nWithout metadata routing: {len(single_task)} SingleTaskWarning(s), e.g.")
 print(f"  {str(single_task[0].message)[:100]}...")

@@ -11,7 +11,7 @@ that wave. With its defaults (``head="ridge"``) the network's body is
 meta-learned as features and its last layer is fitted to the 10 points in
 closed form, as Bayesian linear regression with a meta-learned prior, so
 ``predict(X, return_std=True)`` also gives error bars. Meta-SGD (one learned
-gradient step, ``head="gradient", inner_optimizer="meta-sgd"``), the best
+gradient step, ``head=GradientHead(inner_optimizer="meta-sgd")``), the best
 gradient-based method on this benchmark, is shown beside it.
 
 The script compares the adapted model with two ordinary baselines: an
@@ -37,10 +37,12 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import mean_squared_error
 from sklearn.neural_network import MLPRegressor
+from skorch.callbacks import GradientNormClipping
 from threadpoolctl import threadpool_limits
 
 from sklearn_meta import MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.heads import GradientHead
 
 FAST = os.environ.get("SKLEARN_META_EXAMPLE_FAST") == "1"
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()  # sphinx-gallery sets no __file__
@@ -73,8 +75,8 @@ X_query, y_query = X_new[N_SUPPORT:], y_new[N_SUPPORT:]
 # sizes from blowing up late in training.
 meta = MetaRegressor(n_support=N_SUPPORT, max_iter=MAX_ITER, random_state=0)
 meta_sgd = MetaRegressor(
-    head="gradient", inner_optimizer="meta-sgd", n_support=N_SUPPORT, max_iter=MAX_ITER, max_grad_norm=1.0,
-    random_state=0,
+    head=GradientHead(inner_optimizer="meta-sgd"), n_support=N_SUPPORT, max_iter=MAX_ITER,
+    callbacks=[GradientNormClipping(gradient_clip_value=1.0)], random_state=0,
 )  # fmt: skip
 untrained = clone(meta).set_params(max_iter=0)  # the same network, not meta-trained
 

@@ -7,15 +7,15 @@ plots, ``plot`` draws again on new axes. matplotlib is an optional dependency
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import numpy as np
-from sklearn.base import is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.utils._optional_dependencies import check_matplotlib_support
 from sklearn.utils.validation import check_is_fitted
 
 from .exceptions import SmallTaskWarning
+from .heads import Head
 
 __all__ = ["AdaptationCurveDisplay", "MetaTrainingCurveDisplay"]
 
@@ -35,6 +35,23 @@ def _finish(display, ax, lines, **labels):
     ax.legend()
     display.lines_, display.ax_, display.figure_ = lines, ax, ax.figure
     return display
+
+
+class _Unadapted(Head):
+    """The meta-learned network as it is: zero adaptation steps of a closed-form head."""
+
+    def init(self, params, meta):
+        return ()
+
+    def adapt(self, net, params, meta, state, x, y):
+        return params, state
+
+
+def _with_steps(head, n_steps: int):
+    """``head`` taking ``n_steps`` adaptation steps: a gradient head's ``adapt_steps``; a closed form fits once."""
+    if "adapt_steps" in head.get_params():
+        return clone(head).set_params(adapt_steps=n_steps)
+    return head if n_steps else _Unadapted()
 
 
 class MetaTrainingCurveDisplay:
@@ -179,8 +196,10 @@ class AdaptationCurveDisplay:
 
         Parameters
         ----------
-        estimator : MetaRegressor or MetaClassifier (grouped tasks)
-            A fitted estimator; it is not changed.
+        estimator : MetaRegressor or MetaClassifier
+            A fitted estimator; it is not changed. With a closed-form head,
+            0 steps is the meta-learned network before adaptation and any
+            positive number its one closed-form fit.
         X, y : array-like
             Rows of held-out tasks.
         groups : array-like of shape (n_samples,)
@@ -200,15 +219,14 @@ class AdaptationCurveDisplay:
         """
         check_is_fitted(estimator)
         steps = np.asarray(list(steps), dtype=int)
-        probe = copy.deepcopy(estimator)  # set_params(adapt_steps=...) must not touch the user's estimator
         classifier = is_classifier(estimator)
         errors, query, codes = [], None, None
         for i, n_steps in enumerate(steps):
             with warnings.catch_warnings():
                 if i:  # the same tasks are left out at every step: say it once
                     warnings.simplefilter("ignore", SmallTaskWarning)
-                outputs, is_query, codes, y_encoded = probe.set_params(adapt_steps=int(n_steps))._few_shot_outputs(
-                    X, y, groups, where="AdaptationCurveDisplay"
+                outputs, is_query, codes, y_encoded = estimator._few_shot_outputs(
+                    X, y, groups, where="AdaptationCurveDisplay", head=_with_steps(estimator.head_, int(n_steps))
                 )
             query = is_query.cpu().numpy()
             out = outputs.cpu().numpy()[query]

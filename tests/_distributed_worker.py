@@ -18,16 +18,17 @@ import numpy as np
 from skorch.callbacks import Callback
 
 import sklearn_meta  # noqa: F401 - imported before init_process_group, as in a user's script
+from sklearn_meta.heads import GradientHead
 
 # Small models and few updates: the whole launch must stay a few seconds on 2 cores.
 COMMON = {"hidden_layer_sizes": (16,), "max_iter": 6, "n_support": 5, "random_state": 0}
 
 # Scenarios whose distributed fit must equal the single-process fit of the same estimator.
 EQUIVALENT = {
-    "maml_second_order": {"head": "gradient", "inner_optimizer": "sgd", "first_order": False},
-    "maml_first_order": {"head": "gradient", "inner_optimizer": "sgd", "first_order": True},
-    "meta_sgd_second_order": {"head": "gradient", "inner_optimizer": "meta-sgd", "first_order": False},
-    "meta_sgd_first_order": {"head": "gradient", "inner_optimizer": "meta-sgd", "first_order": True},
+    "maml_second_order": {"head": GradientHead(inner_optimizer="sgd", first_order=False)},
+    "maml_first_order": {"head": GradientHead(inner_optimizer="sgd", first_order=True)},
+    "meta_sgd_second_order": {"head": GradientHead(inner_optimizer="meta-sgd", first_order=False)},
+    "meta_sgd_first_order": {"head": GradientHead(inner_optimizer="meta-sgd", first_order=True)},
     # 7 tasks per update: the ranks hold 4 and 3 of them, weighted accordingly
     "ridge_uneven_shards": {"meta_batch_size": 7},
 }

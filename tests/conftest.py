@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_meta import _compiling
-from sklearn_meta._engine import TaskBatch
 from sklearn_meta.datasets import make_classification_tasks, make_sinusoid_tasks
+from sklearn_meta.engine import TaskBatch
+from sklearn_meta.training import _compiling
 
 # The test networks are tiny: one intra-op thread avoids OpenMP spin-waits that make
 # them many times slower on a busy 2-core machine.

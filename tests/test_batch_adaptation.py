@@ -10,11 +10,13 @@ import sklearn
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_meta import MetaClassifier, MetaRegressor, _adaptation
+from sklearn_meta import EpisodicClassifier, MetaClassifier, MetaRegressor
+from sklearn_meta.estimators import _serving
+from sklearn_meta.heads import GradientHead
 
 from .conftest import FAST
 
-GRADIENT = dict(FAST, head="gradient", inner_steps=2)  # two steps: a second step must see the first one's update
+GRADIENT = dict(FAST, head=GradientHead(inner_steps=2))  # two steps: a second step must see the first one's update
 
 
 def _new_tasks(X, groups, seed=0, sizes=(3, 5, 5, 0, 10, 3, 1, 6)):
@@ -102,9 +104,9 @@ def test_chunks_of_bounded_size_give_the_same_predictions(regressors, new_sinuso
     est = regressors["gradient"]
     *_, X_new, y_new, groups, support = new_sinusoids
     whole = est.predict(X_new, groups=groups, y_support=y_new, support=support)
-    monkeypatch.setattr(_adaptation, "_PREDICT_CHUNK", 30)  # a few tasks per vectorised call
+    monkeypatch.setattr(_serving, "_PREDICT_CHUNK", 30)  # a few tasks per vectorised call
     np.testing.assert_allclose(est.predict(X_new, groups=groups, y_support=y_new, support=support), whole, atol=1e-6)
-    monkeypatch.setattr(_adaptation, "_TASK_PARAMETER_CHUNK", 1)  # one task per call
+    monkeypatch.setattr(_serving, "_TASK_PARAMETER_CHUNK", 1)  # one task per call
     np.testing.assert_allclose(est.predict(X_new, groups=groups, y_support=y_new, support=support), whole, atol=1e-6)
 
 
@@ -152,7 +154,7 @@ def episodes(digits_pool):
 @pytest.mark.parametrize("kwargs", [GRADIENT, FAST], ids=["gradient", "ridge"])
 def test_episodic_classifier_takes_each_tasks_classes_from_its_support_rows(episodes, kwargs):
     X, y, X_new, y_new, groups, support = episodes
-    clf = MetaClassifier(n_way=3, k_shot=3, n_query=5, **kwargs).fit(X, y)
+    clf = EpisodicClassifier(n_way=3, k_shot=3, n_query=5, **kwargs).fit(X, y)
     labels = clf.predict(X_new, groups=groups, y_support=y_new, support=support)
     np.testing.assert_array_equal(labels, _loop(clf, X_new, y_new, groups, support))
     proba = clf.predict_proba(X_new, groups=groups, y_support=y_new, support=support)
@@ -250,7 +252,7 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(regressors, new_sinuso
             est.predict(bad_X, groups=groups, y_support=y_new, support=support)
         with pytest.raises(ValueError, match="X has 2 features"):
             est.predict(np.column_stack([X_new, X_new]), groups=groups, y_support=y_new, support=support)
-        with pytest.raises(ValueError, match="return_std=True needs head='ridge'"):
+        with pytest.raises(ValueError, match="return_std=True needs a head with predictive_variance"):
             regressors["gradient"].predict(X_new, return_std=True, groups=groups, y_support=y_new, support=support)
         _assert_unchanged(est, snapshot)
         np.testing.assert_array_equal(est.predict(X_new), before)
@@ -276,7 +278,7 @@ def test_classifier_bad_labels(new_class_tasks, episodes):
     _assert_unchanged(clf, snapshot)
 
     X, y, X_new, y_new, groups, support = episodes
-    episodic = MetaClassifier(n_way=2, k_shot=3, n_query=5, **FAST).fit(X, y)
+    episodic = EpisodicClassifier(n_way=2, k_shot=3, n_query=5, **FAST).fit(X, y)
     snapshot = _snapshot(episodic)
     with pytest.raises(ValueError, match=r"adapts to 2-way tasks but task\(s\) '[ac]', '[ac]' have up to 3 classes"):
         episodic.predict(X_new, groups=groups, y_support=y_new, support=support)
@@ -300,7 +302,7 @@ def test_serving_cache_follows_refits_and_pickling(new_sinusoids):
     assert not np.array_equal(est.predict(X_new), first)
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict(X_new), est.predict(X_new))
-    assert not any(isinstance(v, _adaptation._Serving) for v in vars(est).values())
+    assert not any(isinstance(v, _serving._Serving) for v in vars(est).values())
 
 
 def test_serving_fast_path_keeps_every_check(regressors, new_sinusoids, class_tasks_module):

@@ -1,13 +1,11 @@
-"""MetaClassifier: grouped tasks with global labels, and N-way K-shot episodes."""
-
-import pickle
+"""MetaClassifier: grouped tasks with global labels."""
 
 import numpy as np
 import pytest
 from sklearn.base import clone
 
 from sklearn_meta import MetaClassifier
-from sklearn_meta.exceptions import NotAdaptedError
+from sklearn_meta.heads import GradientHead
 
 from .conftest import FAST
 
@@ -42,7 +40,7 @@ def test_grouped_partial_adapt_rejects_labels_not_seen_in_fit(class_tasks):
 
 def test_grouped_few_shot_accuracy_equals_adapting_each_task(class_tasks):
     X, y, groups, X_test, y_test, groups_test = class_tasks
-    clf = MetaClassifier(head="gradient", **FAST, adapt_steps=2, inner_lr=0.1).fit(X, y, groups=groups)
+    clf = MetaClassifier(head=GradientHead(adapt_steps=2, inner_lr=0.1), **FAST).fit(X, y, groups=groups)
     correct = total = 0
     for g in np.unique(groups_test):
         rows = np.flatnonzero(groups_test == g)
@@ -50,121 +48,3 @@ def test_grouped_few_shot_accuracy_equals_adapting_each_task(class_tasks):
         correct += np.sum(task.predict(X_test[rows[10:]]) == y_test[rows[10:]])
         total += len(rows) - 10
     assert clf.score(X_test, y_test, groups=groups_test) == pytest.approx(correct / total)
-
-
-# ---------------------------------------------------------------- episodes
-
-
-@pytest.fixture
-def episodic(digits_pool):
-    X, y = digits_pool
-    train = y < 50  # classes 0..40 for meta-training, 50..70 are novel
-    clf = MetaClassifier(head="gradient", **FAST, n_way=3, k_shot=2, n_query=5, inner_lr=0.1).fit(X[train], y[train])
-    return clf, X[~train], y[~train]
-
-
-def test_episodic_fit_has_no_classes_until_adapted(episodic):
-    clf, X_new, y_new = episodic
-    assert not hasattr(clf, "classes_")
-    assert clf.n_outputs_ == 3 and (clf.n_support_, clf.n_query_) == (6, 15)
-    with pytest.raises(NotAdaptedError, match="partial_adapt"):
-        clf.predict(X_new)
-
-
-def test_episodic_partial_adapt_sets_classes_from_novel_labels(episodic):
-    clf, X_new, y_new = episodic
-    support = np.concatenate([np.flatnonzero(y_new == c)[:2] for c in (50, 60, 70)])
-    clf.partial_adapt(X_new[support], y_new[support])
-    assert clf.classes_.tolist() == [50, 60, 70]
-    assert set(clf.predict(X_new)) <= {50, 60, 70}
-    assert clf.predict_proba(X_new).shape == (len(X_new), 3)
-
-
-def test_episodic_task_with_fewer_classes_than_n_way(episodic):
-    clf, X_new, y_new = episodic
-    support = np.concatenate([np.flatnonzero(y_new == c)[:2] for c in (50, 70)])
-    proba = clf.partial_adapt(X_new[support], y_new[support]).predict_proba(X_new)
-    assert proba.shape == (len(X_new), 2)
-    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
-
-
-def test_episodic_labels_beyond_n_way_or_outside_classes_are_clear_errors(episodic, digits_pool):
-    clf, X_new, y_new = episodic
-    X, y = digits_pool
-    four = np.concatenate([np.flatnonzero(y == c)[:1] for c in (0, 10, 20, 30)])
-    with pytest.raises(ValueError, match="3-way tasks but y has 4 classes"):
-        clf.partial_adapt(X[four], y[four])
-    assert not hasattr(clf, "classes_")  # the failed call changed nothing
-    first = np.concatenate([np.flatnonzero(y_new == c)[:2] for c in (50, 60)])
-    clf.partial_adapt(X_new[first], y_new[first])
-    later = np.flatnonzero(y_new == 70)[:2]
-    with pytest.raises(ValueError, match="reset_adaptation"):
-        clf.partial_adapt(X_new[later], y_new[later])
-    assert clf.classes_.tolist() == [50, 60]
-    clf.reset_adaptation()
-    assert not hasattr(clf, "classes_")
-    assert clf.partial_adapt(X_new[later], y_new[later]).classes_.tolist() == [70]
-
-
-def test_episodic_score_draws_seeded_episodes_from_the_classes_given(episodic):
-    clf, X_new, y_new = episodic
-    score = clf.score(X_new, y_new)
-    assert 0 <= score <= 1
-    assert clf.score(X_new, y_new) == score  # seeded by random_state
-    assert clf.score(X_new, y_new, groups=np.zeros(len(y_new))) == score  # groups not used
-    with pytest.raises(ValueError, match="need at least 3 classes"):
-        clf.score(X_new[y_new != 70], y_new[y_new != 70])
-
-
-def test_episodic_classes_with_too_few_rows_are_named(digits_pool):
-    X, y = digits_pool
-    keep = ~((y == 10) & (np.arange(len(y)) % 30 >= 4))  # class 10 keeps 4 rows
-    with pytest.raises(ValueError, match=r"k_shot \+ n_query = 7 rows"):
-        MetaClassifier(**FAST, n_way=3, k_shot=2, n_query=5).fit(X[keep], y[keep])
-
-
-def test_episodic_adaptation_improves_on_novel_classes(digits_pool):
-    X, y = digits_pool
-    clf = MetaClassifier(
-        hidden_layer_sizes=(32,),
-        head="gradient",
-        n_way=3,
-        k_shot=2,
-        n_query=5,
-        inner_lr=0.3,
-        inner_steps=2,
-        max_iter=60,
-        meta_lr=1e-2,
-        random_state=0,
-    ).fit(X[y < 50], y[y < 50])
-    assert clf.set_params(adapt_steps=2).score(X[y >= 50], y[y >= 50]) > clf.set_params(adapt_steps=0).score(
-        X[y >= 50], y[y >= 50]
-    )
-
-
-# ---------------------------------------------------------------- the default network
-
-
-@pytest.mark.parametrize("head", ["ridge", "prototypes", "gradient"])
-def test_the_default_network_is_one_linear_layer_that_every_head_adapts(digits_pool, head):
-    # hidden_layer_sizes=() is the classifier's default (chosen on novel digits): the network is the
-    # head alone, a linear layer on the inputs, which each head fits to novel classes and which survives a
-    # save and load; with no body, adapting "the head only" adapts all there is.
-    X, y = digits_pool
-    train = y < 50
-    settings = {key: value for key, value in FAST.items() if key != "hidden_layer_sizes"}
-    extra = {"inner_lr": 0.1} if head == "gradient" else {}
-    clf = MetaClassifier(n_way=3, k_shot=2, n_query=5, head=head, **settings, **extra).fit(X[train], y[train])
-    assert clf.hidden_layer_sizes == ()
-    matrices = [tuple(p.shape) for p in clf.module_.network.parameters() if p.ndim == 2]
-    assert matrices == [(3, X.shape[1])]
-
-    support = np.concatenate([np.flatnonzero(y == c)[:2] for c in (50, 60, 70)])
-    query = np.setdiff1d(np.flatnonzero(~train), support)
-    proba = clf.partial_adapt(X[support], y[support]).predict_proba(X[query])
-    accuracy = np.mean(clf.classes_[proba.argmax(axis=1)] == y[query])
-    assert accuracy >= (0.9 if head != "gradient" else 0.5)  # chance: 1/3
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X[query]), proba)
-    if head == "gradient":
-        head_only = clone(clf).set_params(adapt_params="head").fit(X[train], y[train])
-        np.testing.assert_allclose(head_only.partial_adapt(X[support], y[support]).predict_proba(X[query]), proba)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from sklearn_meta._distributed import Ranks
+from sklearn_meta.training import Ranks
 
 from ._distributed_worker import EQUIVALENT, MARGINAL_LIKELIHOOD, data, estimator, ragged
 

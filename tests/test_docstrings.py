@@ -1,4 +1,4 @@
-"""Every constructor argument is documented, once, in both estimators' docstrings."""
+"""Every constructor argument is documented, once, in every estimator's docstring."""
 
 import inspect
 import re
@@ -6,8 +6,10 @@ import textwrap
 
 import pytest
 
-from sklearn_meta import MetaClassifier, MetaRegressor
-from sklearn_meta._docstrings import PARAMETERS
+from sklearn_meta import EpisodicClassifier, MetaClassifier, MetaRegressor
+from sklearn_meta.estimators._docstrings import PARAMETERS
+
+ESTIMATORS = (MetaRegressor, MetaClassifier, EpisodicClassifier)
 
 
 def _documented(cls) -> dict:
@@ -16,19 +18,21 @@ def _documented(cls) -> dict:
     return {name.strip(): section for entry in entries for name in entry.split(",")}
 
 
-@pytest.mark.parametrize("cls", [MetaRegressor, MetaClassifier])
+@pytest.mark.parametrize("cls", ESTIMATORS)
 def test_every_parameter_is_documented(cls):
     documented = _documented(cls)
     assert set(cls().get_params()) == set(documented)
     assert "{" + "verbose" + "}" not in cls.__doc__  # every placeholder was filled
 
 
-def test_shared_parameters_read_the_same_in_both_estimators():
-    shared = set(MetaRegressor().get_params()) & set(MetaClassifier().get_params())
-    for name in shared - {"n_support", "n_query"}:  # these two differ: episodes
+def test_shared_parameters_read_the_same_in_every_estimator():
+    shared = set.intersection(*(set(cls().get_params()) for cls in ESTIMATORS))
+    # these differ: what a task is (grouped tasks, episodes), and what the head's shortcuts are
+    for name in shared - {"n_support", "n_query", "meta_batch_size", "early_stopping", "validation_fraction",
+                          "random_state", "head"}:  # fmt: skip
         assert name in PARAMETERS, name
         first, rest = PARAMETERS[name].split("\n", 1)
-        for cls in (MetaRegressor, MetaClassifier):
+        for cls in ESTIMATORS:
             if first.endswith("default=%"):  # a per-estimator default, read from the signature
                 default = inspect.signature(cls).parameters[name].default
                 first_line = first[:-1] + (f'"{default}"' if isinstance(default, str) else repr(default))
@@ -38,10 +42,12 @@ def test_shared_parameters_read_the_same_in_both_estimators():
 
 
 def test_per_estimator_defaults_are_documented_as_the_signature_has_them():
-    assert 'head : str, default="ridge"' in MetaRegressor.__doc__
+    assert 'head : str or Head, default="ridge"' in MetaRegressor.__doc__
     assert 'default="tanh"' in MetaRegressor.__doc__ and MetaRegressor().activation == "tanh"
     assert 'default="relu"' in MetaClassifier.__doc__ and MetaClassifier().activation == "relu"
-    assert f'head : str, default="{MetaClassifier().head}"' in MetaClassifier.__doc__
+    assert f'head : str or Head, default="{MetaClassifier().head}"' in MetaClassifier.__doc__
+    for cls in ESTIMATORS:  # each lists its own shortcuts
+        assert "%shortcuts" not in cls.__doc__ and '``"ridge"`` (the default)' in cls.__doc__
     assert "hidden_layer_sizes : array-like of int, default=(40, 40)" in MetaRegressor.__doc__
     assert "hidden_layer_sizes : array-like of int, default=()" in MetaClassifier.__doc__
     assert MetaRegressor().hidden_layer_sizes == (40, 40) and MetaClassifier().hidden_layer_sizes == ()

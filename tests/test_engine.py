@@ -4,15 +4,20 @@ import pytest
 import torch
 from torch.utils._pytree import tree_leaves, tree_map
 
-from sklearn_meta._engine import (
-    Learner,
-    adapt,
-    adapt_tasks,
-    compiled_meta_loss,
-    meta_gradient,
-    predict_tasks,
+from sklearn_meta.engine import adapt_one_task, adapt_tasks, compiled_meta_loss, meta_gradient, predict_tasks
+from sklearn_meta.heads import FunctionalNetwork, GradientHead
+from sklearn_meta.heads._gradient import inner_loop
+from sklearn_meta.optim import (
+    adam,
+    adapted_names,
+    chain,
+    clip_by_global_norm,
+    masked,
+    meta_sgd,
+    newton,
+    scale_by_learned_rate,
+    sgd,
 )
-from sklearn_meta.optim import adam, chain, clip_by_global_norm, masked, meta_sgd, newton, scale_by_learned_rate, sgd
 
 from .conftest import float64_problem
 
@@ -21,6 +26,15 @@ N_TASKS, N_STEPS = 4, 3
 
 def _mse(output, target):
     return ((output - target) ** 2).mean()
+
+
+def _functional(net):
+    """A plain module as the engine sees it (no body/last-layer split is needed by a gradient head)."""
+    return FunctionalNetwork(net, {}, _mse)
+
+
+def _head(optimizer, first_order=False, n_steps=N_STEPS):
+    return GradientHead(inner_optimizer=optimizer, inner_steps=n_steps, first_order=first_order)
 
 
 @pytest.fixture
@@ -78,9 +92,8 @@ def test_meta_gradient_matches_task_by_task_reference(setup, name, first_order):
     net, params, batch = setup
     optimizer = OPTIMIZERS[name]
     meta = _meta_leaves(optimizer, params)
-    learner = Learner(net, {}, _mse, optimizer)
 
-    loss, param_grads, meta_grads = meta_gradient(learner, params, meta, batch, N_STEPS, first_order)
+    loss, param_grads, meta_grads = meta_gradient(_functional(net), _head(optimizer, first_order), params, meta, batch)
     ref_loss, ref_grads = _reference_meta_gradient(net, name, params, meta, batch, first_order, 0.1)
 
     torch.testing.assert_close(loss, ref_loss.detach())
@@ -96,22 +109,21 @@ def test_first_order_drops_second_order_terms(setup, name):
     net, params, batch = setup
     optimizer = OPTIMIZERS[name]
     meta = _meta_leaves(optimizer, params)
-    learner = Learner(net, {}, _mse, optimizer)
-    _, second, _ = meta_gradient(learner, params, meta, batch, N_STEPS, first_order=False)
-    _, first, _ = meta_gradient(learner, params, meta, batch, N_STEPS, first_order=True)
+    _, second, _ = meta_gradient(_functional(net), _head(optimizer, False), params, meta, batch)
+    _, first, _ = meta_gradient(_functional(net), _head(optimizer, True), params, meta, batch)
     difference = max((second[k] - first[k]).abs().max().item() for k in second)
     assert difference > 1e-4
 
 
 def test_vectorised_adaptation_matches_one_task_at_a_time(setup):
     net, params, batch = setup
-    learner = Learner(net, {}, _mse, adam(0.05))
+    network, head = _functional(net), _head(adam(0.05))
     meta = adam(0.05).meta_parameters(params)
-    adapted = adapt_tasks(learner, params, meta, batch.x_support, batch.y_support, N_STEPS)
-    outputs = predict_tasks(learner, adapted, batch.x_query)
+    adapted = adapt_tasks(network, head, params, meta, batch.x_support, batch.y_support)
+    outputs = predict_tasks(network, adapted, batch.x_query)
     for t in range(N_TASKS):
-        single = adapt_tasks(learner, params, meta, batch.x_support[t : t + 1], batch.y_support[t : t + 1], N_STEPS)
-        torch.testing.assert_close(outputs[t], predict_tasks(learner, single, batch.x_query[t : t + 1])[0])
+        single = adapt_tasks(network, head, params, meta, batch.x_support[t : t + 1], batch.y_support[t : t + 1])
+        torch.testing.assert_close(outputs[t], predict_tasks(network, single, batch.x_query[t : t + 1])[0])
     assert not any(v.requires_grad for v in adapted.values())
 
 
@@ -120,11 +132,11 @@ def test_serving_adaptation_equals_the_torch_func_path(setup, name):
     net, params, batch = setup
     optimizer = OPTIMIZERS[name]
     meta = optimizer.meta_parameters(params)
-    learner = Learner(net, {}, _mse, optimizer)
+    network, head = _functional(net), _head(optimizer)
     x, y = batch.x_support[0], batch.y_support[0]
     with torch.no_grad():
-        expected, expected_state = adapt(learner, params, meta, optimizer.init(params), x, y, N_STEPS)
-    got, state = adapt(learner, params, meta, optimizer.init(params), x, y, N_STEPS, serving=True)
+        expected, expected_state = head.adapt(network, params, meta, head.init(params, meta), x, y)
+    got, state = adapt_one_task(network, head, params, meta, head.init(params, meta), x, y)
     for k in expected:
         torch.testing.assert_close(got[k], expected[k])
         assert not got[k].requires_grad
@@ -140,9 +152,9 @@ def test_compiled_meta_gradient_equals_eager(setup, name):
     net, params, batch = setup
     optimizer = OPTIMIZERS[name]
     meta = _meta_leaves(optimizer, params)
-    learner = Learner(net, {}, _mse, optimizer)
-    eager = meta_gradient(learner, params, meta, batch, N_STEPS)
-    compiled = meta_gradient(learner, params, meta, batch, N_STEPS, loss_fn=compiled_meta_loss(learner, N_STEPS, False))
+    network, head = _functional(net), _head(optimizer)
+    eager = meta_gradient(network, head, params, meta, batch)
+    compiled = meta_gradient(network, head, params, meta, batch, loss_fn=compiled_meta_loss(network, head))
     torch.testing.assert_close(compiled[0], eager[0])
     for got, expected in zip([*compiled[1].values(), *_leaves(compiled[2])], [*eager[1].values(), *_leaves(eager[2])]):
         torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-10)
@@ -176,10 +188,9 @@ def test_head_only_chained_meta_gradient_matches_task_by_task_reference(setup, f
     optimizer = chain(clip_by_global_norm(max_norm), masked(scale_by_learned_rate(0.1), "2.*"))
     meta = _meta_leaves(optimizer, params)
     assert set(meta[1]) == {"2.weight", "2.bias"}
-    learner = Learner(net, {}, _mse, optimizer)
-    assert learner.adapted == ("2.weight", "2.bias")
+    assert adapted_names(optimizer, params) == ("2.weight", "2.bias")
 
-    loss, param_grads, meta_grads = meta_gradient(learner, params, meta, batch, N_STEPS, first_order)
+    loss, param_grads, meta_grads = meta_gradient(_functional(net), _head(optimizer, first_order), params, meta, batch)
     ref_loss, ref_grads = _reference_masked_chain_gradient(net, params, meta[1], batch, first_order, max_norm)
 
     torch.testing.assert_close(loss, ref_loss.detach())
@@ -195,15 +206,12 @@ def test_head_only_chained_meta_gradient_matches_task_by_task_reference(setup, f
 
 def test_serving_adapts_only_the_masked_parameters(setup):
     net, params, batch = setup
-    optimizer = masked(adam(0.1), "2.*")
-    learner = Learner(net, {}, _mse, optimizer)
-    meta = optimizer.meta_parameters(learner.select(params))
+    head = GradientHead(inner_optimizer=adam(0.1), adapt_params=["2.*"], inner_steps=2)
+    network, x, y = _functional(net), batch.x_support[0], batch.y_support[0]
+    meta = head.meta_parameters(params)
     with torch.no_grad():
-        expected, _ = adapt(
-            learner, params, meta, learner.init_state(params), batch.x_support[0], batch.y_support[0], 2
-        )
-    got, _ = adapt(learner, params, meta, learner.init_state(params), batch.x_support[0], batch.y_support[0], 2,
-                   serving=True)  # fmt: skip
+        expected, _ = head.adapt(network, params, meta, head.init(params, meta), x, y)
+    got, _ = adapt_one_task(network, head, params, meta, head.init(params, meta), x, y)
     for name in params:
         torch.testing.assert_close(got[name], expected[name])
         assert got[name].equal(params[name].detach()) != name.startswith("2.")
@@ -241,8 +249,7 @@ def test_head_only_newton_meta_gradient_matches_task_by_task_reference(setup, fi
     net, params, batch = setup
     optimizer = masked(newton(damping=0.5), "2.*")
     meta = _meta_leaves(optimizer, params)
-    learner = Learner(net, {}, _mse, optimizer)
-    loss, param_grads, meta_grads = meta_gradient(learner, params, meta, batch, N_STEPS, first_order)
+    loss, param_grads, meta_grads = meta_gradient(_functional(net), _head(optimizer, first_order), params, meta, batch)
     ref_loss, ref_grads = _reference_newton_gradient(net, params, meta["log_damping"], batch, first_order)
     torch.testing.assert_close(loss, ref_loss.detach())
     ours = list(param_grads.values()) + _leaves(meta_grads)
@@ -255,9 +262,8 @@ def test_newton_conjugate_gradient_equals_the_exact_solve(setup):
     x, y = batch.x_support[0], batch.y_support[0]
     results = []
     for opt in (newton(damping=0.5), newton(damping=0.5, max_exact=0, cg_iters=40)):
-        learner = Learner(net, {}, _mse, opt)
         meta = opt.meta_parameters(params)
         with torch.no_grad():
-            results.append(adapt(learner, params, meta, learner.init_state(params), x, y, 1)[0])
+            results.append(inner_loop(_functional(net), opt, params, meta, opt.init(params), x, y, 1)[0])
     for name in params:
         torch.testing.assert_close(results[1][name], results[0][name], rtol=1e-6, atol=1e-8)

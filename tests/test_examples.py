@@ -41,9 +41,9 @@ EXPECTED_OUTPUT = {
         "Without metadata routing: 4 SingleTaskWarning(s)",
     ],
     "few_shot_digits.py": [
-        "MetaClassifier, CNN body",
-        "MetaClassifier, defaults (ridge on pixels)",
-        "MetaClassifier, MLP body (40, 40)",
+        "EpisodicClassifier, CNN body",
+        "EpisodicClassifier, defaults (ridge on pixels)",
+        "EpisodicClassifier, MLP body (40, 40)",
         "LogisticRegression on the support rows",
         "NearestCentroid on the support rows",
         "classes_ = [7, 8, 9]",

@@ -3,7 +3,6 @@
 import io
 import pickle
 import types
-import warnings
 
 import numpy as np
 import pytest
@@ -13,21 +12,32 @@ from sklearn.linear_model import BayesianRidge, Ridge
 from skorch.callbacks import Callback
 from torch import nn
 
-from sklearn_meta import MetaClassifier, MetaRegressor
-from sklearn_meta._engine import GroupBatch, Learner, TaskBatch, adapt, evidence_loss, meta_gradient
-from sklearn_meta._heads import BayesianRidgeHead, PrototypeHead, RidgeClassifierHead
-from sklearn_meta._network import HeadedNetwork
-from sklearn_meta.optim import sgd
+from sklearn_meta import EpisodicClassifier, MetaClassifier, MetaRegressor
+from sklearn_meta.engine import GroupBatch, TaskBatch, adapt_one_task, evidence_loss, meta_gradient
+from sklearn_meta.heads import (
+    BayesianRidgeHead,
+    FunctionalNetwork,
+    GradientHead,
+    HeadedNetwork,
+    PrototypeHead,
+    RidgeClassifierHead,
+)
 
 from .conftest import FAST
 
 
 def _ridge_network(n_features=3, width=5, n_outputs=1, seed=0):
+    """A body and last layer in float64, their parameters, and the Bayesian ridge head's meta-parameters."""
     torch.manual_seed(seed)
     body = nn.Sequential(nn.Linear(n_features, width), nn.Tanh())
-    head = nn.Linear(width, n_outputs)
-    net = HeadedNetwork(body, head, BayesianRidgeHead().meta_parameters(head)).double()
-    return net, {k: v.detach().clone() for k, v in net.named_parameters()}
+    net = HeadedNetwork(body, nn.Linear(width, n_outputs)).double()
+    params = {k: v.detach().clone() for k, v in net.named_parameters()}
+    meta = {k: v.double() for k, v in BayesianRidgeHead().meta_parameters(params).items()}
+    return net, params, meta
+
+
+def _functional(net, loss=torch.nn.functional.mse_loss):
+    return FunctionalNetwork(net, {}, loss)
 
 
 def _design(features):
@@ -35,14 +45,14 @@ def _design(features):
 
 
 def _head_params(prior, scale, shape=0.0, noise_scale=0.0):
-    """Head meta-parameters: prior mean (features + 1, outputs), prior scale matrix, log noise shape/scale."""
-    return {
-        "head.weight": torch.tensor(prior[:-1].T),
-        "head.bias": torch.tensor(prior[-1]),
+    """The last layer at the prior mean (features + 1, outputs), and the meta-parameters: prior scale, log noise."""
+    params = {"head.weight": torch.tensor(prior[:-1].T), "head.bias": torch.tensor(prior[-1])}
+    meta = {
         "prior_scale": torch.tensor(scale),
         "log_noise_shape": torch.tensor(float(shape), dtype=torch.float64),
         "log_noise_scale": torch.tensor(float(noise_scale), dtype=torch.float64),
     }
+    return params, meta
 
 
 def _nig_reference(design, y, prior, scale, a0, b0, new_design):
@@ -63,10 +73,10 @@ def test_posterior_mean_equals_sklearn_bayesian_ridge_with_the_same_penalty():
     reference = BayesianRidge(fit_intercept=False).fit(_design(features), y)
     # prior mean 0 as BayesianRidge's; prior covariance s2 S S^T with S = c I: penalty 1 / c^2 = lambda / alpha
     scale = np.sqrt(reference.alpha_ / reference.lambda_) * np.eye(5)
-    params = _head_params(np.zeros((5, 1)), scale)
+    params, meta = _head_params(np.zeros((5, 1)), scale)
     head = BayesianRidgeHead()
-    state = head.observe(head.init(params), torch.tensor(features), torch.tensor(y)[:, None], params)
-    solved = head.solve(state, params)
+    state = head.observe(head.init(params, meta), torch.tensor(features), torch.tensor(y)[:, None])
+    solved = head.solve(state, params, meta)
     coef = np.r_[solved["head.weight"].numpy().ravel(), solved["head.bias"].numpy()]
     np.testing.assert_allclose(coef, reference.coef_, rtol=1e-8)
 
@@ -75,21 +85,21 @@ def test_predictive_distribution_is_the_normal_inverse_gamma_posterior_predictiv
     rng = np.random.RandomState(3)
     features, y = rng.normal(size=(7, 3)), rng.normal(size=(7, 2))
     prior, scale = rng.normal(size=(4, 2)), np.eye(4) + 0.3 * rng.normal(size=(4, 4))
-    params = _head_params(prior, scale, shape=0.4, noise_scale=-0.7)
+    params, meta = _head_params(prior, scale, shape=0.4, noise_scale=-0.7)
     a0, b0 = 1 + np.exp(0.4), np.exp(-0.7)
     head = BayesianRidgeHead()
-    state = head.observe(head.init(params), torch.tensor(features), torch.tensor(y), params)
-    solved = head.solve(state, params)
+    state = head.observe(head.init(params, meta), torch.tensor(features), torch.tensor(y))
+    solved = head.solve(state, params, meta)
     new = rng.normal(size=(5, 3))
     mean, dof, scale2 = _nig_reference(_design(features), y, prior, scale, a0, b0, _design(new))
     np.testing.assert_allclose(solved["head.weight"].numpy(), mean[:-1].T, rtol=1e-8)
     np.testing.assert_allclose(solved["head.bias"].numpy(), mean[-1], rtol=1e-8)
-    variance = head.predictive_variance(state, params, torch.tensor(new)).numpy()
+    variance = head.predictive_variance(solved, meta, state, torch.tensor(new)).numpy()
     np.testing.assert_allclose(variance, scale2 * dof / (dof - 2), rtol=1e-8)  # a Student-t's variance
     y_new = rng.normal(size=(5, 2))
     expected = -stats.t.logpdf(y_new, dof, loc=_design(new) @ mean, scale=np.sqrt(scale2)[:, None]).mean()
-    learner = types.SimpleNamespace(features=lambda params, x: x)
-    got = head.query_loss(learner, solved, state, torch.tensor(new), torch.tensor(y_new))
+    identity = types.SimpleNamespace(features=lambda params, x: x)  # the features are the rows
+    got = head.loss(identity, solved, meta, state, torch.tensor(new), torch.tensor(y_new))
     np.testing.assert_allclose(got.item(), expected, rtol=1e-10)
 
 
@@ -97,9 +107,9 @@ def test_posterior_mean_is_ridge_around_the_meta_learned_head():
     rng = np.random.RandomState(1)
     features, y = rng.normal(size=(6, 8)), rng.normal(size=(6, 2))  # fewer rows than features, two outputs
     prior, scale = rng.normal(size=(9, 2)), np.diag(rng.uniform(0.2, 2, size=9)) + 0.1 * rng.normal(size=(9, 9))
-    params = _head_params(prior, scale)
+    params, meta = _head_params(prior, scale)
     head = BayesianRidgeHead()
-    solved = head.solve(head.observe(head.init(params), torch.tensor(features), torch.tensor(y), params), params)
+    solved = head.solve(head.observe(head.init(params, meta), torch.tensor(features), torch.tensor(y)), params, meta)
     design = _design(features)
     # w = m0 + S v, and v is the unit-penalty ridge regression of y - Phi m0 on Phi S
     ridge = Ridge(alpha=1.0, fit_intercept=False).fit(design @ scale, y - design @ prior)
@@ -109,24 +119,24 @@ def test_posterior_mean_is_ridge_around_the_meta_learned_head():
 
 
 def test_observing_rows_in_several_calls_equals_observing_them_at_once():
-    net, params = _ridge_network()
-    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
+    net, params, meta = _ridge_network()
+    network, head = _functional(net), BayesianRidgeHead()
     x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 1, dtype=torch.float64)
-    once, state_once = adapt(learner, params, {}, learner.init_state(params), x, y, 1, serving=True)
-    half, state = adapt(learner, params, {}, learner.init_state(params), x[:5], y[:5], 1, serving=True)
-    twice, state = adapt(learner, half, {}, state, x[5:], y[5:], 1, serving=True)
+    once, state_once = adapt_one_task(network, head, params, meta, head.init(params, meta), x, y)
+    half, state = adapt_one_task(network, head, params, meta, head.init(params, meta), x[:5], y[:5])
+    twice, state = adapt_one_task(network, head, half, meta, state, x[5:], y[5:])
     for name in once:
         torch.testing.assert_close(twice[name], once[name])
     for got, expected in zip(state, state_once):
         torch.testing.assert_close(got, expected)
 
 
-def _reference_ridge_meta_gradient(net, params, batch):
+def _reference_ridge_meta_gradient(net, params, meta, batch):
     """The Student-t NLL of the query rows before and after the support rows, task by task, with explicit inverses."""
-    leaves = list(params.values())
+    leaves = list(params.values()) + list(meta.values())
     total = 0.0
-    scale = params["prior_scale"]
-    a0, b0 = 1 + params["log_noise_shape"].exp(), params["log_noise_scale"].exp()
+    scale = meta["prior_scale"]
+    a0, b0 = 1 + meta["log_noise_shape"].exp(), meta["log_noise_scale"].exp()
     prior = torch.cat([params["head.weight"].T, params["head.bias"][None]], 0)
     prior_precision = torch.linalg.inv(scale @ scale.T)
     for t in range(len(batch.x_support)):
@@ -149,45 +159,42 @@ def _reference_ridge_meta_gradient(net, params, batch):
 
 @pytest.mark.parametrize("width", [5, 12], ids=["rows>=features", "woodbury"])
 def test_ridge_head_meta_gradient_matches_task_by_task_reference(width):
-    net, params = _ridge_network(width=width)
-    params["prior_scale"] = params["prior_scale"] + 0.2 * torch.randn_like(params["prior_scale"])
-    params["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
-    params = {k: v.requires_grad_(True) for k, v in params.items()}
+    net, params, meta = _ridge_network(width=width)
+    meta["prior_scale"] = meta["prior_scale"] + 0.2 * torch.randn_like(meta["prior_scale"])
+    meta["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
+    meta = {k: v.requires_grad_(True) for k, v in meta.items()}
     batch = TaskBatch(*(torch.randn(4, n, d, dtype=torch.float64) for n, d in ((6, 3), (6, 1), (7, 3), (7, 1))))
-    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
-    # the reference calls the body module directly: load the same parameters into it
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(params[name])
-    loss, grads, _ = meta_gradient(learner, params, {}, batch, 1)
-    ref_loss, ref_grads = _reference_ridge_meta_gradient(net, dict(net.named_parameters()), batch)
+    # the reference calls the body module directly: its own parameters are the ones differentiated
+    params = dict(net.named_parameters())
+    loss, grads, meta_grads = meta_gradient(_functional(net), BayesianRidgeHead(), params, meta, batch)
+    ref_loss, ref_grads = _reference_ridge_meta_gradient(net, params, meta, batch)
     torch.testing.assert_close(loss, ref_loss.detach())
-    for (name, got), expected in zip(grads.items(), ref_grads):
+    for (name, got), expected in zip([*grads.items(), *meta_grads.items()], ref_grads):
         torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-10, msg=name)
         assert got.abs().sum() > 0, name  # everything is meta-learned
 
 
 def test_woodbury_path_equals_the_natural_parameter_path():
-    net, params = _ridge_network(width=12)  # 13 features with the bias, 6 support rows
-    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
+    net, params, meta = _ridge_network(width=12)  # 13 features with the bias, 6 support rows
+    network, head = _functional(net), BayesianRidgeHead()
     xs, ys = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
     xq, yq = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 1, dtype=torch.float64)
-    params["prior_scale"] = params["prior_scale"] * 0.7 + 0.1 * torch.randn_like(params["prior_scale"])
-    params["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
-    params["log_noise_scale"] = torch.tensor(-1.2, dtype=torch.float64)
-    adapted, state = adapt(learner, params, {}, learner.init_state(params), xs, ys, 1)
-    after = learner.query_loss(adapted, state, xq, yq)
-    before = learner.query_loss(params, learner.init_state(params), xq, yq)  # the prior predictive
-    fresh = BayesianRidgeHead().fresh_query_loss(learner, params, xs, ys, xq, yq)
+    meta["prior_scale"] = meta["prior_scale"] * 0.7 + 0.1 * torch.randn_like(meta["prior_scale"])
+    meta["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
+    meta["log_noise_scale"] = torch.tensor(-1.2, dtype=torch.float64)
+    adapted, state = head.adapt(network, params, meta, head.init(params, meta), xs, ys)
+    after = head.loss(network, adapted, meta, state, xq, yq)
+    before = head.loss(network, params, meta, head.init(params, meta), xq, yq)  # the prior predictive
+    fresh = head.episode_loss(network, params, meta, xs, ys, xq, yq)
     torch.testing.assert_close(fresh, (before + after) / 2)
 
 
-def _evidence_params(net, params, seed=1):
+def _evidence_meta(meta, seed=1):
     torch.manual_seed(seed)
-    params["prior_scale"] = params["prior_scale"] * 0.7 + 0.2 * torch.randn_like(params["prior_scale"])
-    params["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
-    params["log_noise_scale"] = torch.tensor(-0.4, dtype=torch.float64)
-    return params
+    meta["prior_scale"] = meta["prior_scale"] * 0.7 + 0.2 * torch.randn_like(meta["prior_scale"])
+    meta["log_noise_shape"] = torch.tensor(0.3, dtype=torch.float64)
+    meta["log_noise_scale"] = torch.tensor(-0.4, dtype=torch.float64)
+    return meta
 
 
 @pytest.mark.parametrize("n_outputs", [1, 2])
@@ -195,16 +202,16 @@ def test_log_evidence_is_the_multivariate_student_t_density_of_the_rows(n_output
     # Integrating out the head's weights and noise variance: each output's rows are jointly
     # t_{2 a0}(Phi m0, b0 / a0 (I + Phi S S^T Phi^T)), the outputs sharing the noise variance
     # (for one output, scipy's density; for two, the chain rule through the first's posterior).
-    net, params = _ridge_network(width=4, n_outputs=n_outputs)
-    params = _evidence_params(net, params)
-    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
+    net, params, meta = _ridge_network(width=4, n_outputs=n_outputs)
+    meta = _evidence_meta(meta)
     x, y = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, n_outputs, dtype=torch.float64)
-    nll, count = BayesianRidgeHead().negative_log_evidence(learner, params, x, y, torch.ones(9, dtype=torch.float64))
+    ones = torch.ones(9, dtype=torch.float64)
+    nll, count = BayesianRidgeHead().negative_log_evidence(_functional(net), params, meta, x, y, ones)
     assert count == 9 * n_outputs
     with torch.no_grad():
         phi = _design(net.body(x).numpy())
     prior = np.r_[params["head.weight"].detach().numpy().T, params["head.bias"].detach().numpy()[None]]
-    scale = params["prior_scale"].detach().numpy()
+    scale = meta["prior_scale"].detach().numpy()
     a0, b0 = 1 + np.exp(0.3), np.exp(-0.4)
     covariance = b0 / a0 * (np.eye(9) + phi @ scale @ scale.T @ phi.T)
     expected = -stats.multivariate_t(phi @ prior[:, 0], covariance, df=2 * a0).logpdf(y[:, 0].numpy())
@@ -219,36 +226,37 @@ def test_log_evidence_is_the_multivariate_student_t_density_of_the_rows(n_output
 
 
 def test_log_evidence_ignores_padding_rows_whatever_they_hold():
-    net, params = _ridge_network()
-    params = _evidence_params(net, params)
-    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
-    head = BayesianRidgeHead()
+    net, params, meta = _ridge_network()
+    meta = _evidence_meta(meta)
+    network, head = _functional(net), BayesianRidgeHead()
     x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64)
-    alone = head.negative_log_evidence(learner, params, x, y, torch.ones(5, dtype=torch.float64))
+    alone = head.negative_log_evidence(network, params, meta, x, y, torch.ones(5, dtype=torch.float64))
     padded_x = torch.cat([x, 100 * torch.randn(4, 3, dtype=torch.float64)])
     padded_y = torch.cat([y, 100 * torch.randn(4, 1, dtype=torch.float64)])
     mask = torch.tensor([1.0] * 5 + [0.0] * 4, dtype=torch.float64)
-    padded = head.negative_log_evidence(learner, params, padded_x, padded_y, mask)
+    padded = head.negative_log_evidence(network, params, meta, padded_x, padded_y, mask)
     torch.testing.assert_close(padded, alone)
 
 
 def test_evidence_meta_gradient_matches_group_by_group_reference():
     # The vectorised, padded loss and its gradient against a loop over the groups' real rows alone.
-    net, params = _ridge_network(width=6)
-    params = {k: v.requires_grad_(True) for k, v in _evidence_params(net, params).items()}
-    learner = Learner(net, {}, torch.nn.functional.mse_loss, sgd(), head=BayesianRidgeHead())
+    net, params, meta = _ridge_network(width=6)
+    params = {k: v.requires_grad_(True) for k, v in params.items()}
+    meta = {k: v.requires_grad_(True) for k, v in _evidence_meta(meta).items()}
+    network, head = _functional(net), BayesianRidgeHead()
     sizes = [1, 4, 7, 2]
     x, y = torch.randn(4, 7, 3, dtype=torch.float64), torch.randn(4, 7, 1, dtype=torch.float64)
     mask = (torch.arange(7)[None] < torch.tensor(sizes)[:, None]).double()
-    loss, grads, _ = meta_gradient(learner, params, {}, GroupBatch(x, y, mask), 1)
+    batch = GroupBatch(x, y, mask)
+    loss, grads, meta_grads = meta_gradient(network, head, params, meta, batch)
     reference = sum(
-        BayesianRidgeHead().negative_log_evidence(learner, params, x[g, :n], y[g, :n], mask[g, :n])[0]
+        head.negative_log_evidence(network, params, meta, x[g, :n], y[g, :n], mask[g, :n])[0]
         for g, n in enumerate(sizes)
     ) / sum(sizes)
     torch.testing.assert_close(loss, reference.detach())
-    torch.testing.assert_close(evidence_loss(learner, params, GroupBatch(x, y, mask)).detach(), reference.detach())
-    expected = torch.autograd.grad(reference, list(params.values()))
-    for (name, got), want in zip(grads.items(), expected):
+    torch.testing.assert_close(evidence_loss(network, head, params, meta, batch).detach(), reference.detach())
+    expected = torch.autograd.grad(reference, [*params.values(), *meta.values()])
+    for (name, got), want in zip([*grads.items(), *meta_grads.items()], expected):
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-10, msg=name)
         assert got.abs().sum() > 0, name  # the body, the prior mean, scale and noise prior all learn
 
@@ -259,10 +267,10 @@ def test_prototype_head_scores_negative_squared_distances():
     params = {
         "head.weight": torch.zeros(4, 4, dtype=torch.float64),  # 4 classes: class 3 has no support rows
         "head.bias": torch.full((4,), -7.0, dtype=torch.float64),
-        "log_scale": torch.tensor(np.log(0.5), dtype=torch.float64),
     }
+    meta = {"log_scale": torch.tensor(np.log(0.5), dtype=torch.float64)}
     head = PrototypeHead()
-    solved = head.solve(head.observe(head.init(params), features, y, params), params)
+    solved = head.solve(head.observe(head.init(params, meta), features, y), params, meta)
     query = torch.randn(5, 4, dtype=torch.float64)
     logits = query @ solved["head.weight"].T + solved["head.bias"]
     prototypes = torch.stack([features[y == k].mean(0) for k in range(3)])
@@ -289,52 +297,40 @@ def test_regressor_with_ridge_head_end_to_end(sinusoids):
     assert np.isfinite(est.score(X_test, y_test, groups=groups_test))
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict(X_test[10:20], return_std=True)[1], std)
-    with pytest.raises(ValueError, match="return_std=True needs head='ridge'"):
+    with pytest.raises(ValueError, match=r"return_std=True needs a head with predictive_variance\(\)"):
         MetaRegressor(**FAST, head="gradient").fit(X, y, groups=groups).predict(X_test, return_std=True)
 
 
-def test_closed_form_head_needs_a_network_ending_in_a_linear_layer(sinusoids):
-    X, y, groups, *_ = sinusoids
-
-    class NotSequential(nn.Module):
-        def __init__(self, n_features_in, n_outputs):
-            super().__init__()
-            self.linear = nn.Linear(n_features_in, n_outputs)
-
-        def forward(self, x):
-            return self.linear(x)
-
-    with pytest.raises(ValueError, match="must be a torch.nn.Sequential ending in torch.nn.Linear"):
-        MetaRegressor(**FAST, head="ridge", module=NotSequential).fit(X, y, groups=groups)
-
-
-@pytest.mark.parametrize("adapt_params, adapted", [("head", {"2.weight", "2.bias"}), (["0.bias"], {"0.bias"})])
+@pytest.mark.parametrize(
+    "adapt_params, adapted", [("head", {"head.weight", "head.bias"}), (["body.0.bias"], {"body.0.bias"})]
+)
 def test_adapt_params_selects_what_adapts(sinusoids, adapt_params, adapted):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, head="gradient", adapt_params=adapt_params, inner_lr=0.1).fit(X, y, groups=groups)
-    meta = est.module_.meta_params()
+    head = GradientHead(adapt_params=adapt_params, inner_lr=0.1)
+    est = MetaRegressor(**FAST, head=head).fit(X, y, groups=groups)
+    meta = est.module_.init_params()
     est.partial_adapt(X_test[:10], y_test[:10])
     changed = {name for name, value in est.adapted_params_.items() if not torch.equal(value, meta[name])}
     assert changed == adapted
 
 
 def _classifier_params(prior, ridge, logit_scale):
-    return {
-        "head.weight": torch.tensor(prior[:-1].T),
-        "head.bias": torch.tensor(prior[-1]),
+    params = {"head.weight": torch.tensor(prior[:-1].T), "head.bias": torch.tensor(prior[-1])}
+    meta = {
         "log_ridge": torch.tensor(np.log(ridge), dtype=torch.float64),
         "log_logit_scale": torch.tensor(np.log(logit_scale), dtype=torch.float64),
     }
+    return params, meta
 
 
 def test_ridge_classifier_head_is_ridge_regression_of_one_hot_labels():
     rng = np.random.RandomState(4)
     features, y = rng.normal(size=(12, 5)), np.array([0, 1, 2, 3] * 3)
     prior = rng.normal(size=(6, 4))  # 4 classes; the prior: the meta-learned head's logits
-    params = _classifier_params(prior, ridge=0.8, logit_scale=3.0)
+    params, meta = _classifier_params(prior, ridge=0.8, logit_scale=3.0)
     head = RidgeClassifierHead()
-    state = head.observe(head.init(params), torch.tensor(features), torch.tensor(y), params)
-    solved = head.solve(state, params)
+    state = head.observe(head.init(params, meta), torch.tensor(features), torch.tensor(y))
+    solved = head.solve(state, params, meta)
     design = _design(features)
     # shrunk towards the prior divided by the scale: ridge on the residual targets, shifted
     ridge = Ridge(alpha=0.8, fit_intercept=False).fit(design, np.eye(4)[y] - design @ prior / 3.0)
@@ -342,14 +338,14 @@ def test_ridge_classifier_head_is_ridge_regression_of_one_hot_labels():
     np.testing.assert_allclose(solved["head.weight"].numpy(), weights[:-1].T, rtol=1e-8)
     np.testing.assert_allclose(solved["head.bias"].numpy(), weights[-1], rtol=1e-8)
     # no rows: the meta-learned head itself
-    unadapted = head.solve(head.init(params), params)
+    unadapted = head.solve(head.init(params, meta), params, meta)
     np.testing.assert_allclose(unadapted["head.weight"].numpy(), prior[:-1].T, rtol=1e-10)
 
 
-def _reference_ridge_classifier_meta_gradient(net, params, batch):
+def _reference_ridge_classifier_meta_gradient(net, params, meta, batch):
     """Cross-entropy of the query rows, task by task, with the primal solve and an explicit inverse."""
-    leaves, total = list(params.values()), 0.0
-    ridge, scale = params["log_ridge"].exp(), params["log_logit_scale"].exp()
+    leaves, total = list(params.values()) + list(meta.values()), 0.0
+    ridge, scale = meta["log_ridge"].exp(), meta["log_logit_scale"].exp()
     prior = torch.cat([params["head.weight"].T, params["head.bias"][None]], 0) / scale
     for t in range(len(batch.x_support)):
         phi = torch.cat([net.body(batch.x_support[t]), torch.ones(len(batch.x_support[t]), 1, dtype=torch.float64)], 1)
@@ -367,20 +363,19 @@ def _reference_ridge_classifier_meta_gradient(net, params, batch):
 @pytest.mark.parametrize("width", [5, 12], ids=["rows>=features", "dual"])
 def test_ridge_classifier_meta_gradient_matches_task_by_task_reference(width):
     torch.manual_seed(0)
-    body = nn.Sequential(nn.Linear(3, width), nn.Tanh())
-    head_layer = nn.Linear(width, 3)
-    net = HeadedNetwork(body, head_layer, RidgeClassifierHead().meta_parameters(head_layer)).double()
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    net = HeadedNetwork(nn.Sequential(nn.Linear(3, width), nn.Tanh()), nn.Linear(width, 3)).double()
+    params = dict(net.named_parameters())
+    meta = {k: v.double().requires_grad_(True) for k, v in RidgeClassifierHead().meta_parameters(params).items()}
     y_support = torch.tensor([0, 1, 2, 0, 1, 2]).repeat(4, 1)
     y_query = torch.tensor([0, 1, 2, 2, 1, 0, 0]).repeat(4, 1)
     batch = TaskBatch(
         torch.randn(4, 6, 3, dtype=torch.float64), y_support, torch.randn(4, 7, 3, dtype=torch.float64), y_query
     )
-    learner = Learner(net, {}, torch.nn.functional.cross_entropy, sgd(), head=RidgeClassifierHead())
-    loss, grads, _ = meta_gradient(learner, params, {}, batch, 1)
-    ref_loss, ref_grads = _reference_ridge_classifier_meta_gradient(net, dict(net.named_parameters()), batch)
+    network = _functional(net, torch.nn.functional.cross_entropy)
+    loss, grads, meta_grads = meta_gradient(network, RidgeClassifierHead(), params, meta, batch)
+    ref_loss, ref_grads = _reference_ridge_classifier_meta_gradient(net, params, meta, batch)
     torch.testing.assert_close(loss, ref_loss.detach())
-    for (name, got), expected in zip(grads.items(), ref_grads):
+    for (name, got), expected in zip([*grads.items(), *meta_grads.items()], ref_grads):
         torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-10, msg=name)
         assert got.abs().sum() > 0, name
 
@@ -389,7 +384,7 @@ def test_ridge_classifier_meta_gradient_matches_task_by_task_reference(width):
 def test_classifier_with_closed_form_head_in_episodes(digits_pool, head):
     X, y = digits_pool
     train = y < 50
-    clf = MetaClassifier(**FAST, n_way=3, k_shot=2, head=head).fit(X[train], y[train])
+    clf = EpisodicClassifier(**FAST, n_way=3, k_shot=2, head=head).fit(X[train], y[train])
     support = np.concatenate([np.flatnonzero(y == c)[:2] for c in (50, 60, 70)])
     query = np.concatenate([np.flatnonzero(y == c)[2:] for c in (50, 60, 70)])
     clf.partial_adapt(X[support], y[support])
@@ -424,29 +419,19 @@ def test_closed_form_head_meta_parameters_learn_faster(sinusoids):
                     seen[names[id(p)]] = group["lr"]
 
     MetaRegressor(**FAST, head="ridge", meta_lr=0.002, callbacks=[Record()]).fit(X, y, groups=groups)
-    head_names = {"network.prior_scale", "network.log_noise_shape", "network.log_noise_scale"}
+    head_names = {"meta.0", "meta.1", "meta.2"}  # the prior scale and the noise prior
     assert {n: lr for n, lr in seen.items() if n in head_names} == dict.fromkeys(head_names, 0.02)
     assert set(seen.values()) == {0.002, 0.02} and len(seen) > len(head_names)
-
-
-def test_gradient_arguments_with_a_closed_form_head_are_reported_unused(sinusoids):
-    X, y, groups, *_ = sinusoids
-    with pytest.warns(UserWarning, match=r"head='ridge' fits the last layer in closed form, so inner_lr, inner_steps"):
-        MetaRegressor(**FAST, head="ridge", inner_lr=0.5, inner_steps=3).fit(X, y, groups=groups)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the defaults, and the same arguments with head="gradient": no warning
-        MetaRegressor(**FAST, head="ridge").fit(X, y, groups=groups)
-        MetaRegressor(**FAST, head="gradient", inner_lr=0.5, inner_steps=3).fit(X, y, groups=groups)
 
 
 def test_episodic_ridge_classifier_shrinks_towards_zero(digits_pool, class_tasks):
     # in episodes the labels are permuted in every task: the meta-learned last layer is no prior
     X, y = digits_pool
-    episodic = MetaClassifier(**FAST, n_way=3, k_shot=2).fit(X[y < 50], y[y < 50])
-    head = episodic._learner().head
+    episodic = EpisodicClassifier(**FAST, n_way=3, k_shot=2).fit(X[y < 50], y[y < 50])
+    head = episodic.head_
     assert isinstance(head, RidgeClassifierHead) and not head.shrink_to_head
-    state = head.init(episodic.module_.meta_params())
+    state = head.init(episodic.module_.init_params(), episodic.module_.head_meta())
     assert not state.prior.any()
     Xc, yc, gc, *_ = class_tasks
     grouped = MetaClassifier(**FAST).fit(Xc, yc, groups=gc)
-    assert grouped._learner().head.shrink_to_head
+    assert grouped.head_.shrink_to_head

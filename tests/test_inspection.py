@@ -39,11 +39,12 @@ def test_adaptation_curve_measures_query_error_per_step(sinusoids):
         rows = np.flatnonzero(groups_test == g)
         twin = clone(est)
         twin.__setstate__(est.__getstate__())
-        twin.set_params(adapt_steps=2).partial_adapt(X_test[rows[:10]], y_test[rows[:10]])
+        twin.head_ = clone(est.head_).set_params(adapt_steps=2)  # the twin's own head: est's stays as it is
+        twin.partial_adapt(X_test[rows[:10]], y_test[rows[:10]])
         squared.append((twin.predict(X_test[rows[10:]]) - y_test[rows[10:]]) ** 2)
     assert display.errors[1] == pytest.approx(np.mean(squared), rel=1e-4)
     assert display.baseline_error == pytest.approx(np.mean((y.mean() - y_test[query]) ** 2))
-    assert est.adapted_params_ is None and est.adapt_steps is None  # the estimator is untouched
+    assert est.adapted_params_ is None and est.head_.adapt_steps is None  # the estimator is untouched
 
 
 def test_adaptation_curve_of_a_closed_form_head_is_flat_after_zero_steps(sinusoids):
@@ -79,13 +80,13 @@ def test_adaptation_curve_leaves_out_small_tasks_and_says_so_once(sinusoids):
 
 def test_classifier_curve_is_an_error_rate(class_tasks):
     X, y, groups, X_test, y_test, groups_test = class_tasks
-    clf = MetaClassifier(**FAST).fit(X, y, groups=groups)
+    clf = MetaClassifier(**FAST, head="gradient").fit(X, y, groups=groups)
     baseline = DummyClassifier().fit(X, y)
     display = AdaptationCurveDisplay.from_estimator(
         clf, X_test, y_test, groups_test, steps=[0, 1, 3], baseline=baseline, plot=False
     )
     assert display.metric_name == "error rate"
-    assert clf.adapted_params_ is None and clf.adapt_steps is None  # the estimator is untouched
+    assert clf.adapted_params_ is None and clf.head_.adapt_steps is None  # the estimator is untouched
     # Each test task: 10 support rows, then 20 query rows whose labels are predicted.
     tasks = [np.flatnonzero(groups_test == g) for g in np.unique(groups_test)]
     query = np.concatenate([rows[10:] for rows in tasks])
@@ -94,9 +95,11 @@ def test_classifier_curve_is_an_error_rate(class_tasks):
     for n_steps, error in zip([1, 3], display.errors[1:]):
         predicted = []
         for rows in tasks:  # adapt to each task by hand, from the meta-learned initialisation
-            clf.set_params(adapt_steps=n_steps).reset_adaptation().partial_adapt(X_test[rows[:10]], y_test[rows[:10]])
+            clf.head_.set_params(adapt_steps=n_steps)
+            clf.reset_adaptation().partial_adapt(X_test[rows[:10]], y_test[rows[:10]])
             predicted.append(clf.predict(X_test[rows[10:]]))
         assert error == pytest.approx(1 - accuracy_score(y_test[query], np.concatenate(predicted)))
+    clf.head_.set_params(adapt_steps=None)
     assert display.errors[2] < display.errors[0] - 0.1  # three steps of adaptation help
     assert display.baseline_error == pytest.approx(1 - accuracy_score(y_test[query], baseline.predict(X_test[query])))
 

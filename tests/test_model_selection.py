@@ -11,6 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn_meta import MetaClassifier, MetaRegressor
 from sklearn_meta.datasets import make_sinusoid_tasks
 from sklearn_meta.exceptions import SingleTaskWarning, SmallTaskWarning
+from sklearn_meta.heads import GradientHead
 
 from .conftest import FAST
 
@@ -46,8 +47,8 @@ def test_grid_search_routes_training_tasks_to_fit_and_held_out_tasks_to_score(si
     X, y, groups, *_ = sinusoids
     CALLS.clear()
     search = GridSearchCV(
-        RecordingRegressor(**FAST, head="gradient"),
-        {"inner_optimizer": ["sgd", "meta-sgd"]},
+        RecordingRegressor(**FAST, head=GradientHead()),
+        {"head__inner_optimizer": ["sgd", "meta-sgd"]},
         cv=GroupKFold(3),
         refit=True,
     )
@@ -60,14 +61,14 @@ def test_grid_search_routes_training_tasks_to_fit_and_held_out_tasks_to_score(si
         assert fitted and scored and not fitted & scored  # held-out tasks only
         assert fitted | scored == everything
     assert fits[-1] == everything  # the refit sees every task
-    assert search.best_params_["inner_optimizer"] in {"sgd", "meta-sgd"}
+    assert search.best_params_["head__inner_optimizer"] in {"sgd", "meta-sgd"}
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
 
 def test_grid_search_without_routing_warns_that_groups_were_dropped(sinusoids):
     X, y, groups, *_ = sinusoids
     search = GridSearchCV(
-        MetaRegressor(head="gradient", **{**FAST, "max_iter": 2}), {"inner_lr": [0.01]}, cv=GroupKFold(2)
+        MetaRegressor(head=GradientHead(), **{**FAST, "max_iter": 2}), {"head__inner_lr": [0.01]}, cv=GroupKFold(2)
     )
     with pytest.warns(SingleTaskWarning, match="enable_metadata_routing"):
         search.fit(X, y, groups=groups)
@@ -100,16 +101,17 @@ def test_pipeline_predicts_with_return_std_under_routing(sinusoids, routing):
 
 
 def test_get_params_set_params_and_clone():
-    est = MetaRegressor(head="gradient", inner_optimizer="adam", inner_steps=5, n_support=0.5, callbacks=[])
+    est = MetaRegressor(head=GradientHead(inner_optimizer="adam", inner_steps=5), n_support=0.5, callbacks=[])
     params = est.get_params()
-    assert params["inner_optimizer"] == "adam" and params["n_support"] == 0.5
+    assert params["head__inner_optimizer"] == "adam" and params["n_support"] == 0.5
     twin = clone(est)
-    assert twin.get_params() == params and twin is not est
-    assert est.set_params(first_order=True, meta_lr=0.1) is est
-    assert est.first_order is True and est.meta_lr == 0.1
+    assert twin.get_params(deep=False).keys() == params.keys() - {k for k in params if k.startswith("head__")}
+    assert repr(twin) == repr(est) and twin is not est and twin.head is not est.head
+    assert est.set_params(head__first_order=True, meta_lr=0.1) is est
+    assert est.head.first_order is True and est.meta_lr == 0.1
     # the marginal likelihood is the Bayesian linear regression head's: MetaRegressor only
-    episodic = {"n_way", "k_shot", "n_score_episodes"}
-    assert set(MetaClassifier().get_params()) == set(params) - {"meta_objective"} | episodic
+    episodic = {"n_way", "k_shot", "n_score_episodes"}  # deprecated: EpisodicClassifier's
+    assert set(MetaClassifier().get_params()) == set(MetaRegressor().get_params()) - {"meta_objective"} | episodic
 
 
 def test_grid_search_on_a_dask_cluster_gives_the_n_jobs_1_results(sinusoids, routing):

@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 
-from sklearn_meta import MetaClassifier, MetaRegressor
+from sklearn_meta import EpisodicClassifier, MetaRegressor
 from sklearn_meta.modules import ConvNet
 
 # A few updates of a narrow ConvNet: enough to exercise every path, well under a second each.
@@ -36,11 +36,11 @@ def test_rows_are_unflattened_as_numpy_flattens_an_image():
     # A row-major flattened image must reach the convolutions as that image: a filter that reads the
     # pixel above the centre must see, for each pixel, the one above it in the original image.
     image = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-    net = ConvNet(24, 1, image_shape=(2, 3, 4))
+    net = ConvNet(24, image_shape=(2, 3, 4))
     np.testing.assert_array_equal(net[0](torch.from_numpy(image.reshape(1, -1)))[0].numpy(), image)
-    assert net[1].in_channels == 2 and net[-1].in_features == 32 * 1 * 2
-    assert ConvNet(64, 3)[0].unflattened_size == (1, 8, 8)  # None: one square channel
-    assert ConvNet(12, 2, image_shape=(3, 4))[0].unflattened_size == (1, 3, 4)
+    assert net[1].in_channels == 2 and net(torch.zeros(5, 24)).shape == (5, 32 * 1 * 2)  # the body's features
+    assert ConvNet(64)[0].unflattened_size == (1, 8, 8)  # None: one square channel
+    assert ConvNet(12, image_shape=(3, 4))[0].unflattened_size == (1, 3, 4)
 
 
 @pytest.mark.parametrize(
@@ -58,19 +58,19 @@ def test_rows_are_unflattened_as_numpy_flattens_an_image():
 )
 def test_shapes_that_do_not_fit_the_rows_are_refused_clearly(n_features, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ConvNet(n_features, 3, **kwargs)
+        ConvNet(n_features, **kwargs)
 
 
 def test_the_advice_for_images_that_are_not_square_is_valid_python():
     with pytest.raises(ValueError) as error:
-        ConvNet(60, 3)
+        ConvNet(60)
     assert "module_kwargs={'image_shape': (height, width)} or" in str(error.value)
-    assert ConvNet(60, 3, image_shape=np.array([6, 10]))[0].unflattened_size == (1, 6, 10)
+    assert ConvNet(60, image_shape=np.array([6, 10]))[0].unflattened_size == (1, 6, 10)
 
 
 def test_a_fit_with_a_wrong_image_shape_fails_before_training_and_keeps_the_fitted_model(digits):
     X, y = digits
-    clf = MetaClassifier(n_way=3, k_shot=5, **SMALL).fit(X[y <= 6], y[y <= 6])
+    clf = EpisodicClassifier(n_way=3, k_shot=5, **SMALL).fit(X[y <= 6], y[y <= 6])
     support, query = _episode(X, y, (7, 8, 9))
     before = clf.reset_adaptation().partial_adapt(X[support], y[support]).predict_proba(X[query])
     clf.set_params(module_kwargs={"channels": 4, "image_shape": (7, 7)})
@@ -83,10 +83,11 @@ def test_a_fit_with_a_wrong_image_shape_fails_before_training_and_keeps_the_fitt
 @pytest.mark.parametrize("head", ["ridge", "prototypes", "gradient"])
 def test_every_classifier_head_fits_and_adapts_a_convnet(digits, head):
     X, y = digits
-    clf = MetaClassifier(n_way=3, k_shot=5, head=head, **SMALL).fit(X[y <= 6], y[y <= 6])
+    clf = EpisodicClassifier(n_way=3, k_shot=5, head=head, **SMALL).fit(X[y <= 6], y[y <= 6])
     network = clf.module_.network
     convolutions = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convolutions] == [4, 4]
+    assert network.head.in_features == 4 * 4 * 4  # the head's last layer on the body's 4x4x4 features
     support, query = _episode(X, y, (7, 8, 9))
     clf.reset_adaptation().partial_adapt(X[support], y[support])
     proba = clf.predict_proba(X[query])
@@ -108,7 +109,7 @@ def test_a_convnet_regressor_on_images(digits):
 
 def test_convnet_estimators_clone_search_and_pickle(digits):
     X, y = digits
-    clf = MetaClassifier(n_way=3, k_shot=5, **SMALL)
+    clf = EpisodicClassifier(n_way=3, k_shot=5, **SMALL)
     assert clone(clf).get_params()["module"] is ConvNet
     search = GridSearchCV(clf, {"module_kwargs": [{"channels": 2}, {"channels": 4}]}, cv=2)
     search.fit(X[y <= 5], y[y <= 5])
@@ -123,7 +124,7 @@ def test_convnet_estimators_clone_search_and_pickle(digits):
 def test_skops_trusts_the_convnet_class_as_part_of_the_package(digits):
     sio = pytest.importorskip("skops.io")
     X, y = digits
-    clf = MetaClassifier(n_way=3, k_shot=5, **SMALL).fit(X[y <= 6], y[y <= 6])
+    clf = EpisodicClassifier(n_way=3, k_shot=5, **SMALL).fit(X[y <= 6], y[y <= 6])
     support, query = _episode(X, y, (7, 8, 9))
     clf.partial_adapt(X[support], y[support])
     data = sio.dumps(clf)

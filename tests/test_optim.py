@@ -12,7 +12,8 @@ import torch
 from sklearn.base import clone
 
 from sklearn_meta import MetaRegressor
-from sklearn_meta._engine import Learner, TaskBatch, meta_gradient
+from sklearn_meta.engine import TaskBatch, meta_gradient
+from sklearn_meta.heads import FunctionalNetwork, GradientHead
 from sklearn_meta.optim import (
     EmptyState,
     InnerOptimizer,
@@ -139,9 +140,11 @@ def test_adam_meta_gradient_is_finite_when_a_gradient_is_exactly_zero():
     def mse(out, y):
         return ((out - y) ** 2).mean()
 
-    _, good, _ = meta_gradient(Learner(net, {}, mse, adam()), params, ({}, {}), batch, 2)
+    network = FunctionalNetwork(net, {}, mse)
+    _, good, _ = meta_gradient(network, GradientHead(inner_optimizer=adam(), inner_steps=2), params, ({}, {}), batch)
     assert all(torch.isfinite(g).all() for g in good.values())
-    _, bad, _ = meta_gradient(Learner(net, {}, mse, adam(eps_root=0.0)), params, ({}, {}), batch, 2)
+    fragile = GradientHead(inner_optimizer=adam(eps_root=0.0), inner_steps=2)
+    _, bad, _ = meta_gradient(network, fragile, params, ({}, {}), batch)
     assert not all(torch.isfinite(g).all() for g in bad.values())
 
 
@@ -158,7 +161,8 @@ def test_unused_parameter_gets_a_zero_meta_gradient():
     net = WithSpare()
     params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
     batch = TaskBatch(torch.randn(2, 4, 2), torch.randn(2, 4, 1), torch.randn(2, 4, 2), torch.randn(2, 4, 1))
-    _, grads, _ = meta_gradient(Learner(net, {}, torch.nn.functional.mse_loss, sgd()), params, {}, batch, 1)
+    network = FunctionalNetwork(net, {}, torch.nn.functional.mse_loss)
+    _, grads, _ = meta_gradient(network, GradientHead(inner_optimizer=sgd()), params, {}, batch)
     assert torch.equal(grads["spare"], torch.zeros(3))
 
 
@@ -188,25 +192,25 @@ def test_user_optimizer_plugs_into_the_estimator(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
     assert isinstance(MomentumSGD(), InnerOptimizer)
     est = MetaRegressor(
-        inner_optimizer=MomentumSGD(), head="gradient", hidden_layer_sizes=(8,), max_iter=3, random_state=0
+        head=GradientHead(inner_optimizer=MomentumSGD()), hidden_layer_sizes=(8,), max_iter=3, random_state=0
     )
     est.fit(X, y, groups=groups)
     before = est.predict(X_test[:5])
     est.partial_adapt(X_test[:10], y_test[:10])
-    assert set(est.inner_state_.velocity) == {name for name, _ in est.module_.network.named_parameters()}
+    assert set(est.adaptation_state_.velocity) == {name for name, _ in est.module_.network.named_parameters()}
     assert not np.allclose(before, est.predict(X_test[:5]))
 
 
 def test_named_tuple_state_survives_pickling(sinusoids):
     # Bug: the saved state rebuilt named tuples with type(tree)(generator), which fails.
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, head="gradient", inner_optimizer=MomentumSGD(lr=0.05)).fit(X, y, groups=groups)
+    est = MetaRegressor(**FAST, head=GradientHead(inner_optimizer=MomentumSGD(lr=0.05))).fit(X, y, groups=groups)
     est.partial_adapt(X_test[:10], y_test[:10])
     buffer = io.BytesIO()
     joblib.dump(est, buffer)
     buffer.seek(0)
     loaded = joblib.load(buffer)
-    assert isinstance(loaded.inner_state_, VelocityState)
+    assert isinstance(loaded.adaptation_state_, VelocityState)
     est.partial_adapt(X_test[:10], y_test[:10])  # the momentum carries on identically
     loaded.partial_adapt(X_test[:10], y_test[:10])
     np.testing.assert_array_equal(loaded.predict(X_test), est.predict(X_test))
@@ -214,17 +218,15 @@ def test_named_tuple_state_survives_pickling(sinusoids):
 
 def test_chained_and_masked_optimizers_fit_adapt_clone_and_pickle(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
-    opt = chain(clip_by_global_norm(10.0), masked(scale_by_learned_rate(0.05), ["2.*"]))
-    est = MetaRegressor(**FAST, head="gradient", inner_optimizer=opt).fit(
-        X, y, groups=groups
-    )  # MLP "0" -> relu -> head "2"
-    assert clone(est).get_params()["inner_optimizer"] == opt
-    rates = est.module_.inner_meta()[1]
-    assert set(rates) == {"2.weight", "2.bias"}  # Meta-SGD rates for the head only
-    meta_before = {k: v.clone() for k, v in est.module_.meta_params().items()}
+    opt = chain(clip_by_global_norm(10.0), masked(scale_by_learned_rate(0.05), ["head.*"]))
+    est = MetaRegressor(**FAST, head=GradientHead(inner_optimizer=opt)).fit(X, y, groups=groups)  # body "body.0"
+    assert clone(est).get_params()["head__inner_optimizer"] == opt
+    rates = est.module_.head_meta()[1]
+    assert set(rates) == {"head.weight", "head.bias"}  # Meta-SGD rates for the last layer only
+    meta_before = {k: v.clone() for k, v in est.module_.init_params().items()}
     est.partial_adapt(X_test[:10], y_test[:10])
-    assert all(est.adapted_params_[k].equal(meta_before[k]) for k in meta_before if not k.startswith("2."))
-    assert not est.adapted_params_["2.weight"].equal(meta_before["2.weight"])
+    assert all(est.adapted_params_[k].equal(meta_before[k]) for k in meta_before if not k.startswith("head."))
+    assert not est.adapted_params_["head.weight"].equal(meta_before["head.weight"])
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.predict(X_test), est.predict(X_test))
 
@@ -241,8 +243,8 @@ def test_head_only_newton_fits_adapts_and_pickles(sinusoids):
     from sklearn_meta.optim import newton
 
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(head="gradient", **FAST, inner_optimizer=newton(), adapt_params="head").fit(X, y, groups=groups)
-    assert set(est.module_.inner_meta()) == {"log_damping"}
+    est = MetaRegressor(head=GradientHead(inner_optimizer=newton(), adapt_params="head"), **FAST)
+    assert set(est.fit(X, y, groups=groups).module_.head_meta()) == {"log_damping"}
     before = est.predict(X_test[10:20])
     est.partial_adapt(X_test[:10], y_test[:10])
     assert not np.allclose(est.predict(X_test[10:20]), before)

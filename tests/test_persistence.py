@@ -2,14 +2,18 @@
 
 import io
 import pickle
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.datasets import load_digits
 
-from sklearn_meta import MetaClassifier, MetaRegressor
+from sklearn_meta import EpisodicClassifier, MetaClassifier, MetaRegressor
+from sklearn_meta.datasets import make_sinusoid_tasks
+from sklearn_meta.heads import BayesianRidgeHead, GradientHead, PrototypeHead, RidgeClassifierHead
 
 from .conftest import FAST
 
@@ -34,7 +38,7 @@ def _walk(value):
 @pytest.mark.parametrize("inner_optimizer", ["sgd", "adam", "meta-sgd"])
 def test_joblib_roundtrip_of_fitted_and_adapted_models(sinusoids, inner_optimizer):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(head="gradient", **FAST, inner_optimizer=inner_optimizer).fit(X, y, groups=groups)
+    est = MetaRegressor(head=GradientHead(inner_optimizer=inner_optimizer), **FAST).fit(X, y, groups=groups)
     np.testing.assert_array_equal(_roundtrip(est).predict(X_test), est.predict(X_test))
     est.partial_adapt(X_test[:10], y_test[:10])
     loaded = _roundtrip(est)
@@ -49,7 +53,7 @@ def test_joblib_roundtrip_of_fitted_and_adapted_models(sinusoids, inner_optimize
 def test_saved_state_holds_only_numpy_and_plain_python(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
     est = (
-        MetaRegressor(head="gradient", **FAST, inner_optimizer="adam")
+        MetaRegressor(head=GradientHead(inner_optimizer="adam"), **FAST)
         .fit(X, y, groups=groups)
         .partial_adapt(X_test[:10], y_test[:10])
     )
@@ -63,7 +67,7 @@ def test_saved_state_holds_only_numpy_and_plain_python(sinusoids):
 def test_skops_finds_no_untrusted_type_outside_the_package(class_tasks):
     sio = pytest.importorskip("skops.io")
     X, y, groups, X_test, y_test, _ = class_tasks
-    clf = MetaClassifier(head="gradient", **FAST, inner_optimizer="meta-sgd").fit(X, y, groups=groups)
+    clf = MetaClassifier(head=GradientHead(inner_optimizer="meta-sgd"), **FAST).fit(X, y, groups=groups)
     clf.partial_adapt(X_test[:10], y_test[:10])
     data = sio.dumps(clf)
     untrusted = sio.get_untrusted_types(data=data)
@@ -87,8 +91,8 @@ def test_a_model_fitted_on_a_gpu_loads_on_a_machine_without_one(sinusoids):
 
 
 def test_unfitted_estimator_roundtrip():
-    est = MetaRegressor(head="gradient", inner_steps=3)
-    assert _roundtrip(est).get_params() == est.get_params()
+    est = MetaRegressor(head=GradientHead(inner_steps=3))
+    assert repr(_roundtrip(est)) == repr(est)
 
 
 def test_saved_models_record_versions_and_refuse_unknown_formats(sinusoids):
@@ -97,7 +101,7 @@ def test_saved_models_record_versions_and_refuse_unknown_formats(sinusoids):
     X, y, groups, X_test, *_ = sinusoids
     est = MetaRegressor(**FAST).fit(X, y, groups=groups)
     loaded = _roundtrip(est)
-    assert loaded.saved_with_ == {"format": 2, "sklearn_meta": sklearn_meta.__version__, "torch": torch.__version__}
+    assert loaded.saved_with_ == {"format": 3, "sklearn_meta": sklearn_meta.__version__, "torch": torch.__version__}
     state = est.__getstate__()
     old = {**state, "_saved_with": {**state["_saved_with"], "format": 1, "sklearn_meta": "0.1.0"}}
     with pytest.raises(ValueError, match="saved by sklearn-meta 0.1.0 .* Refit it"):
@@ -121,3 +125,78 @@ def test_a_model_saved_before_an_argument_existed_loads_with_its_default(sinusoi
     assert old.get_params()["meta_objective"] == "episodes"
     np.testing.assert_array_equal(old.predict(X[:5]), est.predict(X[:5]))
     assert clone(old).get_params() == est.get_params()
+
+
+# --- files written by sklearn-meta 0.2 (tests/data/v0_2: make_fixtures.py, run with 0.2 at commit c91a0b2) ----
+
+V0_2 = Path(__file__).parent / "data" / "v0_2"
+
+
+@pytest.fixture(scope="module")
+def saved_by_0_2():
+    expected = np.load(V0_2 / "expected.npz")
+    return {name: expected[name] for name in expected.files}
+
+
+def _sinusoid_query():
+    X_new, y_new, _ = make_sinusoid_tasks(n_tasks=1, n_samples_per_task=30, random_state=5)
+    return X_new, y_new
+
+
+@pytest.mark.parametrize(
+    "name, head",
+    [
+        ("regressor_ridge", BayesianRidgeHead()),
+        ("regressor_gradient_metasgd_head", GradientHead(inner_optimizer="meta-sgd", adapt_params="head")),
+        ("regressor_gradient_adam", GradientHead(inner_optimizer="adam", inner_steps=2)),
+    ],
+)
+def test_a_regressor_saved_by_0_2_loads_and_predicts_as_it_did(saved_by_0_2, name, head):
+    X_new, y_new = _sinusoid_query()
+    est = joblib.load(V0_2 / f"{name}.joblib")
+    assert est.saved_with_["format"] == 2 and est.saved_with_["sklearn_meta"].startswith("0.2")
+    assert type(est.head_) is type(head) and est.head_.get_params() == head.get_params()
+    # 0.2's inner-loop arguments, in this version's spelling
+    assert all(getattr(est, name) == "deprecated" for name in ("inner_lr", "inner_steps", "adapt_params"))
+    np.testing.assert_array_equal(est.predict(X_new[10:]), saved_by_0_2[f"{name}__adapted"])
+    np.testing.assert_array_equal(est.reset_adaptation().predict(X_new[10:]), saved_by_0_2[f"{name}__fresh"])
+    # it adapts, saves in this version's format and loads again
+    est.partial_adapt(X_new[:10], y_new[:10])
+    np.testing.assert_array_equal(est.predict(X_new[10:]), saved_by_0_2[f"{name}__adapted"])
+    again = _roundtrip(est)
+    assert again.saved_with_["format"] == 3
+    np.testing.assert_array_equal(again.predict(X_new[10:]), saved_by_0_2[f"{name}__adapted"])
+    assert repr(clone(est)) == repr(clone(again))
+
+
+@pytest.mark.parametrize(
+    "name, head", [("classifier_ridge", RidgeClassifierHead()), ("classifier_prototypes", PrototypeHead())]
+)
+def test_a_grouped_classifier_saved_by_0_2_loads_and_predicts_as_it_did(saved_by_0_2, name, head, class_tasks):
+    X, *_ = class_tasks
+    clf = joblib.load(V0_2 / f"{name}.joblib")
+    assert clf.head_.get_params() == head.get_params() and clf.n_way == "deprecated"
+    np.testing.assert_array_equal(clf.predict_proba(X[10:30]), saved_by_0_2[f"{name}__adapted"])
+
+
+def test_an_episodic_classifier_saved_by_0_2_loads_as_a_deprecated_episodic_meta_classifier(saved_by_0_2):
+    X, y = load_digits(return_X_y=True)
+    clf = joblib.load(V0_2 / "episodic_convnet.joblib")
+    assert isinstance(clf, MetaClassifier) and (clf.n_way, clf.k_shot) == (3, 5)
+    assert clf.head_.get_params() == RidgeClassifierHead(shrink_to_head=False).get_params()
+    query = np.concatenate([np.flatnonzero(y == c)[5:15] for c in (7, 8, 9)])
+    np.testing.assert_array_equal(clf.predict_proba(X[query]), saved_by_0_2["episodic_convnet__adapted"])
+    # refitting it is the deprecated spelling of EpisodicClassifier
+    with pytest.warns(FutureWarning, match="EpisodicClassifier"):
+        clone(clf).set_params(max_iter=1).fit(X[y < 7], y[y < 7])
+    assert isinstance(EpisodicClassifier(), EpisodicClassifier)
+
+
+def test_a_0_2_state_that_cannot_be_converted_says_so(sinusoids):
+    est = joblib.load(V0_2 / "regressor_ridge.joblib")
+    state = pickle.loads(pickle.dumps(est.__getstate__()))
+    state["_saved_with"] = {**state["_saved_with"], "format": 2}
+    state["_module_state"] = {"network.0.weight": np.zeros((3, 3))}
+    state["_network_spec_"] = {**state["_network_spec_"], "head": "ridge"}
+    with pytest.raises(ValueError, match=r"saved by sklearn-meta 0.2 \(state format 2\) and cannot be converted"):
+        MetaRegressor.__new__(MetaRegressor).__setstate__(state)

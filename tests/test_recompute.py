@@ -11,8 +11,9 @@ from sklearn.utils._param_validation import InvalidParameterError
 from torch.utils._pytree import tree_leaves, tree_map
 
 from sklearn_meta import MetaClassifier, MetaRegressor
-from sklearn_meta._engine import Learner, compiled_meta_loss, meta_gradient
-from sklearn_meta._recompute import checkpointed_value_and_grad
+from sklearn_meta.engine import compiled_meta_loss, meta_gradient
+from sklearn_meta.heads import FunctionalNetwork, GradientHead
+from sklearn_meta.heads._recompute import checkpointed_value_and_grad
 from sklearn_meta.optim import adam, chain, clip_by_global_norm, masked, meta_sgd, newton, scale_by_learned_rate, sgd
 
 from .conftest import FAST, float64_problem
@@ -72,12 +73,11 @@ def _assert_same(got, expected):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_recomputed_meta_gradient_equals_the_stored_graph_one(setup, name, first_order, n_steps):
     net, params, batch = setup
-    optimizer = OPTIMIZERS[name]
-    learner = Learner(net, {}, _mse, optimizer)
-    meta = optimizer.meta_parameters(learner.select(params))
-    meta = tree_map(lambda v: v.detach().clone().requires_grad_(True), meta)
-    expected = meta_gradient(learner, params, meta, batch, n_steps, first_order)
-    got = meta_gradient(learner, params, meta, batch, n_steps, first_order, recompute=True)
+    network = FunctionalNetwork(net, {}, _mse)
+    head = GradientHead(inner_optimizer=OPTIMIZERS[name], inner_steps=n_steps, first_order=first_order)
+    meta = tree_map(lambda v: v.detach().clone().requires_grad_(True), head.meta_parameters(params))
+    expected = meta_gradient(network, head, params, meta, batch)
+    got = meta_gradient(network, head.set_params(recompute_inner=True), params, meta, batch)
     _assert_same(got, expected)
     if name.startswith("head") and not first_order:  # the frozen body gets its share through every step
         assert got[1]["0.weight"].abs().sum() > 0
@@ -117,9 +117,9 @@ def test_recomputation_keeps_logarithmically_many_carries():
 
 def test_recompute_cannot_take_a_compiled_loss(setup):
     net, params, batch = setup
-    learner = Learner(net, {}, _mse, sgd(0.1))
-    with pytest.raises(ValueError, match="recompute=True computes the meta-gradient eagerly"):
-        meta_gradient(learner, params, {}, batch, 2, recompute=True, loss_fn=compiled_meta_loss(learner, 2, False))
+    network, head = FunctionalNetwork(net, {}, _mse), GradientHead(inner_optimizer=sgd(0.1), recompute_inner=True)
+    with pytest.raises(ValueError, match="recomputes its inner loop computes the meta-gradient eagerly"):
+        meta_gradient(network, head, params, {}, batch, loss_fn=compiled_meta_loss(network, head))
 
 
 @pytest.mark.parametrize(
@@ -133,11 +133,12 @@ def test_recompute_cannot_take_a_compiled_loss(setup):
 )
 def test_fit_with_recompute_inner_learns_the_same_parameters(sinusoids, options):
     X, y, groups, *_ = sinusoids
-    common = {**FAST, "max_iter": 4, "head": "gradient", "compile": True, **options}
-    plain = MetaRegressor(**{**common, "compile": False}).fit(X, y, groups=groups)
+    common = {**FAST, "max_iter": 4}
+    plain = MetaRegressor(**common, head=GradientHead(**options), compile=False).fit(X, y, groups=groups)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # compile=True is not used, and says nothing
-        recomputed = MetaRegressor(**common, recompute_inner=True).fit(X, y, groups=groups)
+        recomputing = GradientHead(**options, recompute_inner=True)
+        recomputed = MetaRegressor(**common, head=recomputing, compile=True).fit(X, y, groups=groups)
     assert recomputed.n_iter_ == plain.n_iter_ == 4
     for (name, got), expected in zip(recomputed.module_.state_dict().items(), plain.module_.state_dict().values()):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
@@ -145,16 +146,15 @@ def test_fit_with_recompute_inner_learns_the_same_parameters(sinusoids, options)
 
 def test_classifier_accepts_recompute_inner(class_tasks):
     X, y, groups, *_ = class_tasks
-    common = {**FAST, "max_iter": 3, "head": "gradient", "inner_steps": 2}
-    plain = MetaClassifier(**common).fit(X, y, groups=groups)
-    recomputed = MetaClassifier(**common, recompute_inner=True).fit(X, y, groups=groups)
+    common = {**FAST, "max_iter": 3}
+    plain = MetaClassifier(**common, head=GradientHead(inner_steps=2)).fit(X, y, groups=groups)
+    recomputing = GradientHead(inner_steps=2, recompute_inner=True)
+    recomputed = MetaClassifier(**common, head=recomputing).fit(X, y, groups=groups)
     for got, expected in zip(recomputed.module_.state_dict().values(), plain.module_.state_dict().values()):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_recompute_inner_is_validated_and_unused_by_closed_form_heads(sinusoids):
+def test_recompute_inner_is_validated(sinusoids):
     X, y, groups, *_ = sinusoids
     with pytest.raises(InvalidParameterError, match="recompute_inner"):
-        MetaRegressor(recompute_inner="yes", head="gradient").fit(X, y, groups=groups)
-    with pytest.warns(UserWarning, match="recompute_inner is not used"):
-        MetaRegressor(**FAST, head="ridge", recompute_inner=True).fit(X, y, groups=groups)
+        MetaRegressor(head=GradientHead(recompute_inner="yes")).fit(X, y, groups=groups)

@@ -8,6 +8,7 @@ from sklearn.metrics import r2_score
 from skorch.history import History
 
 from sklearn_meta import MetaRegressor
+from sklearn_meta.heads import GradientHead
 
 from .conftest import FAST
 
@@ -91,7 +92,7 @@ def test_group_labels_and_row_order_do_not_matter(sinusoids):
 def test_each_algorithm_trains_and_adapts(sinusoids, inner_optimizer, first_order):
     X, y, groups, X_test, y_test, _ = sinusoids
     est = MetaRegressor(
-        head="gradient", **{**FAST, "max_iter": 3}, inner_optimizer=inner_optimizer, first_order=first_order
+        head=GradientHead(inner_optimizer=inner_optimizer, first_order=first_order), **{**FAST, "max_iter": 3}
     )
     est.fit(X, y, groups=groups)
     before = est.predict(X_test[10:20])
@@ -101,12 +102,11 @@ def test_each_algorithm_trains_and_adapts(sinusoids, inner_optimizer, first_orde
 
 def test_meta_sgd_learns_and_keeps_its_learning_rates(sinusoids):
     X, y, groups, *_ = sinusoids
-    est = MetaRegressor(**FAST, head="gradient", inner_optimizer="meta-sgd", inner_lr=0.05, meta_lr=1e-2).fit(
-        X, y, groups=groups
-    )
-    rates = est.module_.inner_meta()
+    head = GradientHead(inner_optimizer="meta-sgd", inner_lr=0.05)
+    est = MetaRegressor(**FAST, head=head, meta_lr=1e-2).fit(X, y, groups=groups)
+    rates = est.module_.head_meta()
     assert set(rates) == {name for name, _ in est.module_.network.named_parameters()}
-    assert not torch.allclose(rates["0.weight"], torch.full_like(rates["0.weight"], 0.05))
+    assert not torch.allclose(rates["body.0.weight"], torch.full_like(rates["body.0.weight"], 0.05))
 
 
 def test_partial_adapt_never_changes_the_meta_learned_parameters(sinusoids):
@@ -124,19 +124,20 @@ def test_partial_adapt_continues_where_it_left_off(sinusoids, inner_optimizer):
     # Two calls of one step equal one call of two steps: the adapted parameters and
     # the inner optimizer's state (Adam's moments) are carried between calls.
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, head="gradient", inner_optimizer=inner_optimizer, inner_lr=0.05).fit(
-        X, y, groups=groups
-    )
-    twice = clone(est).set_params(adapt_steps=1)
+    head = GradientHead(inner_optimizer=inner_optimizer, inner_lr=0.05)
+    est = MetaRegressor(**FAST, head=head).fit(X, y, groups=groups)
+    twice = clone(est)
     twice.__setstate__(est.__getstate__())
-    twice.set_params(adapt_steps=1).partial_adapt(X_test[:10], y_test[:10]).partial_adapt(X_test[:10], y_test[:10])
-    est.set_params(adapt_steps=2).partial_adapt(X_test[:10], y_test[:10])
+    twice.head_ = clone(est.head_).set_params(adapt_steps=1)
+    twice.partial_adapt(X_test[:10], y_test[:10]).partial_adapt(X_test[:10], y_test[:10])
+    est.head_.set_params(adapt_steps=2)
+    est.partial_adapt(X_test[:10], y_test[:10])
     np.testing.assert_allclose(twice.predict(X_test[10:]), est.predict(X_test[10:]), rtol=1e-5, atol=1e-6)
 
 
 def test_adaptation_fits_the_support_rows(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(head="gradient", **FAST, adapt_steps=50, inner_lr=0.02).fit(X, y, groups=groups)
+    est = MetaRegressor(head=GradientHead(adapt_steps=50, inner_lr=0.02), **FAST).fit(X, y, groups=groups)
     error_before = np.mean((est.predict(X_test[:10]) - y_test[:10]) ** 2)
     est.partial_adapt(X_test[:10], y_test[:10])
     assert np.mean((est.predict(X_test[:10]) - y_test[:10]) ** 2) < 0.5 * error_before
@@ -150,7 +151,7 @@ def test_reset_adaptation_returns_to_the_meta_learned_model(sinusoids):
     assert not np.allclose(meta_prediction, est.predict(X_test))
     assert est.reset_adaptation() is est
     np.testing.assert_array_equal(meta_prediction, est.predict(X_test))
-    assert est.adapted_params_ is None and est.inner_state_ is None
+    assert est.adapted_params_ is None and est.adaptation_state_ is None
 
 
 def test_refit_discards_the_previous_adaptation(sinusoids):
@@ -170,7 +171,7 @@ def test_predict_before_adaptation_is_the_meta_learned_network(sinusoids):
 
 def test_few_shot_score_equals_adapting_each_task_separately(sinusoids):
     X, y, groups, X_test, y_test, groups_test = sinusoids
-    est = MetaRegressor(head="gradient", **FAST, adapt_steps=3).fit(X, y, groups=groups)
+    est = MetaRegressor(head=GradientHead(adapt_steps=3), **FAST).fit(X, y, groups=groups)
     residual, total = 0.0, 0.0
     for g in np.unique(groups_test):
         rows = np.flatnonzero(groups_test == g)
@@ -232,11 +233,11 @@ def test_multi_output_targets(sinusoids):
 
 
 class TinyLinear(torch.nn.Module):
-    """A user module that takes its sizes from the estimator."""
+    """A user module that takes its input width from the estimator: a body of 3 features."""
 
-    def __init__(self, n_features_in, n_outputs, scale=1.0):
+    def __init__(self, n_features_in, scale=1.0):
         super().__init__()
-        self.linear = torch.nn.Linear(n_features_in, n_outputs)
+        self.linear = torch.nn.Linear(n_features_in, 3)
         self.scale = scale
 
     def forward(self, x):
@@ -248,7 +249,7 @@ def test_user_module_class(sinusoids):
     settings = {k: v for k, v in FAST.items() if k != "hidden_layer_sizes"}
     est = MetaRegressor(module=TinyLinear, module_kwargs={"scale": 2.0}, head="gradient", **settings)
     est.fit(X, y, groups=groups).partial_adapt(X_test[:10], y_test[:10])
-    assert isinstance(est.module_.network, TinyLinear) and est.module_.network.scale == 2.0
+    assert isinstance(est.module_.network.body, TinyLinear) and est.module_.network.body.scale == 2.0
     assert est.predict(X_test).shape == (len(X_test),)
 
 

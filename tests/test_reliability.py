@@ -8,6 +8,7 @@ import sklearn
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from sklearn_meta import MetaRegressor
+from sklearn_meta.heads import GradientHead
 
 from .conftest import FAST
 
@@ -28,8 +29,8 @@ def test_grid_search_in_two_processes(sinusoids):
     for n_jobs in (1, 2):
         with sklearn.config_context(enable_metadata_routing=True):
             searches[n_jobs] = GridSearchCV(
-                MetaRegressor(head="gradient", **{**FAST, "max_iter": 3}),
-                {"inner_steps": [1, 2]},
+                MetaRegressor(head=GradientHead(), **{**FAST, "max_iter": 3}),
+                {"head__inner_steps": [1, 2]},
                 cv=GroupKFold(2),
                 n_jobs=n_jobs,
             ).fit(X, y, groups=groups)
@@ -43,7 +44,7 @@ def test_grid_search_in_two_processes(sinusoids):
 
 def test_adaptation_cycles_do_not_grow_memory(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(head="gradient", **FAST, inner_optimizer="adam").fit(X, y, groups=groups)
+    est = MetaRegressor(head=GradientHead(inner_optimizer="adam"), **FAST).fit(X, y, groups=groups)
 
     def cycles(n):
         for _ in range(n):

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from sklearn_meta._tasks import EpisodeSampler, GroupedRows, TaskSampler, WholeGroupSampler, encode_groups
+from sklearn_meta.tasks import EpisodeSampler, GroupedRows, TaskSampler, WholeGroupSampler, encode_groups
 
 
 def test_encode_groups_keeps_order_of_first_appearance():

@@ -8,7 +8,8 @@ import pytest
 import torch
 from skorch.callbacks import Callback
 
-from sklearn_meta import MetaRegressor, _threads
+from sklearn_meta import MetaRegressor
+from sklearn_meta.training import _threads
 
 from .conftest import FAST
 
@@ -128,18 +129,17 @@ def routing_on():
 
 
 class RecordingMLP(torch.nn.Module):
-    """A small body and last layer that record torch's thread count at every forward pass."""
+    """A small body that records torch's thread count at every forward pass."""
 
     seen: list = []
 
-    def __init__(self, n_features_in, n_outputs):
+    def __init__(self, n_features_in):
         super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(n_features_in, 8), torch.nn.ReLU())
-        self.head = torch.nn.Linear(8, n_outputs)
+        self.layers = torch.nn.Sequential(torch.nn.Linear(n_features_in, 8), torch.nn.ReLU())
 
     def forward(self, x):
         RecordingMLP.seen.append(torch.get_num_threads())
-        return self.head(self.body(x))
+        return self.layers(x)
 
 
 @pytest.mark.parametrize("threshold", [_threads.AUTO_THRESHOLD, 0.0])

@@ -1,5 +1,6 @@
 """The meta-training loop: History, skorch callbacks, early stopping, faults, interruption."""
 
+import types
 import warnings
 
 import numpy as np
@@ -8,8 +9,11 @@ import torch
 from sklearn.base import clone
 from skorch.callbacks import Callback, EarlyStopping, PrintLog
 
-from sklearn_meta import MetaRegressor, _compiling
+from sklearn_meta import MetaRegressor
+from sklearn_meta.estimators._setup import compile_key, use_compile
 from sklearn_meta.exceptions import NonFiniteLossWarning
+from sklearn_meta.heads import BayesianRidgeHead, GradientHead
+from sklearn_meta.training import _compiling
 
 from .conftest import FAST
 
@@ -158,22 +162,7 @@ def test_non_finite_meta_loss_stops_with_the_last_finite_parameters(sinusoids):
 def test_divergence_before_any_update_is_an_error(sinusoids):
     X, y, groups, *_ = sinusoids
     with pytest.raises(ValueError, match="not finite at iteration 1, before any update"):
-        MetaRegressor(**FAST, inner_lr=1e30, inner_steps=3).fit(X, y * 1e20, groups=groups)
-
-
-def test_max_grad_norm_clips_the_meta_gradient(sinusoids):
-    X, y, groups, *_ = sinusoids
-
-    # SGD as meta-optimizer makes the step proportional to the (clipped) gradient.
-    clipped = MetaRegressor(**FAST, meta_optimizer="sgd", max_grad_norm=1e-3).fit(X, y, groups=groups)
-    free = MetaRegressor(**FAST, meta_optimizer="sgd").fit(X, y, groups=groups)
-    start = MetaRegressor(**{**FAST, "max_iter": 0}).fit(X, y, groups=groups)
-    moved = {
-        name: sum(float((a - b).norm()) for a, b in zip(est.module_.parameters(), start.module_.parameters()))
-        for name, est in [("clipped", clipped), ("free", free)]
-    }
-    assert moved["clipped"] <= 10 * 1e-3 * 1e-3 * 1.01  # 10 updates of lr * 1e-3 at most
-    assert moved["free"] > moved["clipped"]
+        MetaRegressor(**{**FAST, "head": GradientHead(inner_lr=1e30, inner_steps=3)}).fit(X, y * 1e20, groups=groups)
 
 
 def test_print_log_as_a_user_callback(sinusoids):
@@ -221,9 +210,9 @@ def sigint_after_step(update, monkeypatch):
     """SIGINT right after the optimizer step of ``update``, in the check of its stepped parameters."""
     import signal
 
-    from sklearn_meta import _training
+    from sklearn_meta.training import _loop
 
-    real, calls = _training._all_finite, []
+    real, calls = _loop._all_finite, []
 
     def check(params):
         calls.append(1)
@@ -231,7 +220,7 @@ def sigint_after_step(update, monkeypatch):
             signal.raise_signal(signal.SIGINT)
         return real(params)
 
-    monkeypatch.setattr(_training, "_all_finite", check)
+    monkeypatch.setattr(_loop, "_all_finite", check)
 
 
 def test_ctrl_c_right_after_the_step_keeps_the_update_and_its_row(sinusoids, monkeypatch):
@@ -283,35 +272,44 @@ def compile_markers(tmp_path, monkeypatch):
 
 
 def test_compile_switch(sinusoids, compile_markers):
-    X, y, groups, *_ = sinusoids
-    assert MetaRegressor(max_iter=10_000)._use_compile() and not MetaRegressor(max_iter=9_999)._use_compile()
-    assert not MetaRegressor(max_iter=10_000, compile=False)._use_compile()
-    assert MetaRegressor(max_iter=1, compile=True)._use_compile()
+    ridge, recomputing = BayesianRidgeHead(), GradientHead(recompute_inner=True)
+    assert use_compile(MetaRegressor(max_iter=10_000), ridge) and not use_compile(MetaRegressor(max_iter=9_999), ridge)
+    assert not use_compile(MetaRegressor(max_iter=10_000, compile=False), ridge)
+    assert use_compile(MetaRegressor(max_iter=1, compile=True), ridge)
+    assert not use_compile(MetaRegressor(max_iter=1, compile=True), recomputing)  # its backward pass runs eagerly
+
+
+def _plan(spec=None, head=None, n_tasks=25, n_support=10, n_query=10):
+    """What the compile key reads of a training plan."""
+    spec = {"hidden_layer_sizes": [40, 40], "activation": "tanh"} if spec is None else spec
+    head = BayesianRidgeHead() if head is None else head
+    return types.SimpleNamespace(spec=spec, head=head, n_tasks=n_tasks, n_support=n_support, n_query=n_query,
+                                 device="cpu")  # fmt: skip
 
 
 def test_auto_compiles_shorter_fits_once_torch_has_cached_their_shapes(compile_markers):
     est = MetaRegressor(max_iter=1000)
-    key = est._compile_key({"hidden_layer_sizes": [40, 40], "module": None}, 10, 10, "cpu")
-    assert not est._use_compile(key)  # a first compilation (about a minute) does not pay in 1,000 updates
+    key = compile_key(est, _plan())
+    assert not use_compile(est, BayesianRidgeHead(), key)  # a first compilation (about a minute) does not pay
     _compiling.mark_warm(key)
-    assert est._use_compile(key)  # a cached one (a few seconds) does
-    assert not MetaRegressor(max_iter=_compiling.WARM_MIN_ITER - 1)._use_compile(key)
-    assert not MetaRegressor(max_iter=1000, compile=False)._use_compile(key)
+    assert use_compile(est, BayesianRidgeHead(), key)  # a cached one (a few seconds) does
+    assert not use_compile(MetaRegressor(max_iter=_compiling.WARM_MIN_ITER - 1), BayesianRidgeHead(), key)
+    assert not use_compile(MetaRegressor(max_iter=1000, compile=False), BayesianRidgeHead(), key)
 
 
-def test_the_compile_key_names_the_shapes_and_the_architecture():
+def test_the_compile_key_names_the_shapes_the_architecture_and_the_head():
     est = MetaRegressor()
-    spec = {"hidden_layer_sizes": [40, 40], "module": None, "head": "ridge"}
-    key = est._compile_key(spec, 10, 10, "cpu")
-    assert key == clone(est)._compile_key(dict(spec), 10, 10, "cpu")
-    assert key != est._compile_key(spec, 5, 10, "cpu")
-    assert key != est._compile_key({**spec, "hidden_layer_sizes": [40]}, 10, 10, "cpu")
-    assert key != clone(est).set_params(meta_batch_size=32)._compile_key(spec, 10, 10, "cpu")
-    assert key != est._compile_key({**spec, "head": "gradient"}, 10, 10, "cpu")
-    assert key != clone(est).set_params(inner_lr=0.1)._compile_key(spec, 10, 10, "cpu")
+    key = compile_key(est, _plan())
+    assert key == compile_key(clone(est), _plan())
+    assert key != compile_key(est, _plan(n_support=5))
+    assert key != compile_key(est, _plan(n_tasks=32))
+    assert key != compile_key(est, _plan(spec={"hidden_layer_sizes": [40], "activation": "tanh"}))
+    assert key != compile_key(est, _plan(head=GradientHead()))
+    assert key != compile_key(est, _plan(head=BayesianRidgeHead(meta_lr_factor=2.0)))
+    assert compile_key(est, _plan(head=GradientHead(inner_lr=0.1))) != compile_key(est, _plan(head=GradientHead()))
     # a user module is named by where it is defined, not by its address in this process
-    with_module = est._compile_key({"module": torch.nn.Linear}, 10, 10, "cpu")
-    assert with_module == est._compile_key({"module": torch.nn.Linear}, 10, 10, "cpu")
+    spec = {"module": torch.nn.Linear, "module_kwargs": {}}
+    assert compile_key(est, _plan(spec=spec)) == compile_key(est, _plan(spec=dict(spec)))
 
 
 def test_compiled_training_gives_the_eager_parameters(sinusoids, compile_markers):
@@ -501,8 +499,8 @@ def test_warm_start_refuses_a_changed_network_and_keeps_the_model(sinusoids):
     with pytest.raises(ValueError, match="warm_start=True .* network changed"):
         est.set_params(hidden_layer_sizes=(7,)).fit(X, y, groups=groups)
     est.set_params(hidden_layer_sizes=FAST["hidden_layer_sizes"])
-    with pytest.raises(ValueError, match="inner optimizer changed"):
-        est.set_params(inner_optimizer="meta-sgd").fit(X, y, groups=groups)
+    with pytest.raises(ValueError, match="head changed"):
+        est.set_params(head=GradientHead(inner_optimizer="meta-sgd")).fit(X, y, groups=groups)
     assert est.n_iter_ == 3
     np.testing.assert_array_equal(est.predict(X_test), before)
 
@@ -523,10 +521,10 @@ def test_interrupted_warm_start_leaves_the_fitted_model_untouched(sinusoids):
 class DoubleUnderscoreNames(torch.nn.Module):
     """Attribute names with "__" in them, which MetaModel used to rewrite to "."."""
 
-    def __init__(self, n_features_in, n_outputs):
+    def __init__(self, n_features_in):
         super().__init__()
         self.enc__0 = torch.nn.Linear(n_features_in, 8)
-        self.out = torch.nn.Linear(8, n_outputs)
+        self.out = torch.nn.Linear(8, 8)
 
     def forward(self, x):
         return self.out(torch.relu(self.enc__0(x)))
@@ -534,9 +532,11 @@ class DoubleUnderscoreNames(torch.nn.Module):
 
 def test_parameter_names_with_double_underscores_survive_meta_sgd(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
-    est = MetaRegressor(**FAST, module=DoubleUnderscoreNames, inner_optimizer="meta-sgd").fit(X, y, groups=groups)
+    settings = {**FAST, "head": GradientHead(inner_optimizer="meta-sgd")}
+    est = MetaRegressor(**settings, module=DoubleUnderscoreNames).fit(X, y, groups=groups)
     names = {name for name, _ in est.module_.network.named_parameters()}
-    assert set(est.module_.inner_meta()) == names == {"enc__0.weight", "enc__0.bias", "out.weight", "out.bias"}
+    body = {"body.enc__0.weight", "body.enc__0.bias", "body.out.weight", "body.out.bias"}
+    assert set(est.module_.head_meta()) == names == body | {"head.weight", "head.bias"}
     before = est.predict(X_test)
     assert not np.allclose(est.partial_adapt(X_test[:10], y_test[:10]).predict(X_test), before)
 

@@ -115,7 +115,7 @@ def test_diverging_adaptation_is_refused_and_keeps_the_model(sinusoids):
     X, y, groups, X_test, y_test, _ = sinusoids
     est = MetaRegressor(**FAST, head="gradient").fit(X, y, groups=groups).partial_adapt(X_test[:10], y_test[:10])
     expected = est.predict(X_test)
-    est.inner_optimizer_ = type(est.inner_optimizer_)(lr=1e30)
+    est.head_.set_params(inner_lr=1e30)  # the fitted head: how this model adapts
     with pytest.raises(ValueError, match="non-finite parameters; the model is left as it was"):
         est.partial_adapt(X_test[:10], y_test[:10] * 1e10)
     _unchanged(est, expected, X_test)
@@ -124,9 +124,7 @@ def test_diverging_adaptation_is_refused_and_keeps_the_model(sinusoids):
 @pytest.mark.parametrize(
     "params",
     [
-        {"inner_optimizer": "rmsprop"},
-        {"inner_lr": -1.0},
-        {"inner_steps": 0},
+        {"head": "prototypes"},  # the classifier's
         {"n_support": 1.5},
         {"meta_optimizer": "lbfgs-ish"},
         {"activation": "gelu"},
@@ -179,6 +177,6 @@ def test_classifier_rejects_continuous_targets(class_tasks):
 def test_score_refuses_to_return_nan_when_adaptation_diverges(sinusoids):
     X, y, groups, X_test, y_test, groups_test = sinusoids
     est = MetaRegressor(**FAST, head="gradient").fit(X, y, groups=groups)
-    est.inner_optimizer_ = type(est.inner_optimizer_)(lr=1e30)
+    est.head_.set_params(inner_lr=1e30)
     with pytest.raises(ValueError, match="non-finite predictions: the inner loop diverges"):
         est.score(X_test, y_test * 1e10, groups=groups_test)

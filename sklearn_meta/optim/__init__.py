@@ -23,7 +23,8 @@ parameters only, which is what makes head-only adaptation cheap.
 
 The names ``"sgd"``, ``"adam"`` and ``"meta-sgd"`` accepted by the
 estimators' ``inner_optimizer`` are :func:`sgd`, :func:`adam` and
-:func:`meta_sgd` built with ``inner_lr``.
+:func:`meta_sgd` built with ``inner_lr`` (arguments of
+:class:`~sklearn_meta.heads.GradientHead`).
 
 Examples
 --------

@@ -51,7 +51,7 @@ class EmptyState(NamedTuple):
 class ScaleByAdamState(NamedTuple):
     """Adam's step count and moment estimates."""
 
-    count: Tensor
+    count: Tensor  # type: ignore[assignment]  # a field named as tuple.count, kept for saved states
     mu: Updates
     nu: Updates
 

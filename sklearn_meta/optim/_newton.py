@@ -99,6 +99,6 @@ def newton(lr: float = 1.0, damping: float = 1.0, max_exact: int = 512, cg_iters
     Examples
     --------
     >>> from sklearn_meta import optim
-    >>> head_newton = optim.masked(optim.newton(), "4.*")  # curvature-aware steps on the last layer
+    >>> head_newton = optim.masked(optim.newton(), "head.*")  # curvature-aware steps on the last layer
     """
     return Newton(lr, damping, max_exact, cg_iters)

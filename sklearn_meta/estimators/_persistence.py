@@ -14,8 +14,8 @@ import torch
 from skorch.history import History
 from torch.utils._pytree import tree_map
 
-from ._version import __version__
-from ._warnings import warn
+from .._version import __version__
+from .._warnings import warn
 
 __all__ = [
     "STATE_FORMAT",
@@ -29,12 +29,15 @@ __all__ = [
 ]
 
 # Version of the layout of a saved estimator's state. Raise it when the layout
-# changes, and teach ``check_saved_with`` (or ``__setstate__``) to read the old one.
-# 2: module_ is the MetaModel (network and inner meta-parameters); transforms in optim.
-STATE_FORMAT = 2
+# changes, and teach ``_compat`` to read the old one.
+# 2 (0.2): module_ is the MetaModel (network and inner meta-parameters); transforms in optim.
+# 3 (0.3): every network is a body and a last layer; the fitted head_ holds how it adapts, and
+#    module_.meta its meta-parameters; adaptation_state_ replaces inner_state_.
+STATE_FORMAT = 3
+READABLE_FORMATS = (2, 3)
 
 # Fitted attributes that hold trees of tensors.
-_TENSOR_ATTRIBUTES = ("adapted_params_", "inner_state_")
+_TENSOR_ATTRIBUTES = ("adapted_params_", "adaptation_state_")
 
 
 def saved_with() -> dict:
@@ -49,12 +52,16 @@ def check_saved_with(record: dict | None) -> None:
             "This file holds a fitted sklearn-meta estimator without a version record; it was not "
             "written by sklearn-meta's own saving code and cannot be loaded safely."
         )
-    if record.get("format", 0) != STATE_FORMAT:
+    if record.get("format", 0) not in READABLE_FORMATS:
         newer = record.get("format", 0) > STATE_FORMAT
         raise ValueError(
             f"This model was saved by sklearn-meta {record.get('sklearn_meta')} (state format "
             f"{record.get('format')}); sklearn-meta {__version__} reads format {STATE_FORMAT}. "
-            + ("Upgrade sklearn-meta to load it." if newer else "Refit it with this version.")
+            + (
+                "Upgrade sklearn-meta to load it."
+                if newer
+                else "Refit it with this version, or load it with the version that saved it."
+            )
         )
 
 
@@ -121,6 +128,10 @@ class PersistenceMixin:
             self.__dict__.update(state)
             return
         check_saved_with(record)
+        if record["format"] == 2:  # written by sklearn-meta 0.2
+            from ._compat import upgrade_from_0_2
+
+            state, module_state = upgrade_from_0_2(type(self), state, module_state)
         self.__dict__.update(state)
         self.saved_with_ = record
         device = self._load_device()

@@ -30,9 +30,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ._engine import GroupBatch, TaskBatch
+from ..engine import GroupBatch, TaskBatch
+from ..exceptions import RankFailedError
 from ._signals import sigint_handler
-from .exceptions import RankFailedError
 
 # torch.distributed.nn.functional binds ``group.WORLD`` as a default argument of
 # its functions when it is first imported. torch imports it lazily (building the

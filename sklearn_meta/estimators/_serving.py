@@ -2,8 +2,8 @@
 
 One task in place (``partial_adapt``, the serving path), many new tasks at
 once without touching the estimator (``predict(X, groups=..., y_support=...,
-support=...)``), or many held-out tasks at once on copies (``score``, early
-stopping's validation), all through the engine's one inner loop.
+support=...)``), or many held-out tasks at once on copies (``score``, the
+Displays), all through the fitted head (``head_``).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 from torch.func import vmap
 
-from ._engine import Learner, adapt, adapt_tasks, predict_tasks
-from ._heads import HEADS
-from ._splitting import describe, support_size, validate_groups
-from ._tasks import GroupedRows, encode_groups
-from ._threads import thread_policy
-from ._warnings import warn
-from .exceptions import SmallTaskWarning
+from .._warnings import warn
+from ..engine import adapt_one_task, adapt_tasks, predict_tasks
+from ..exceptions import SmallTaskWarning
+from ..heads import FunctionalNetwork, Head
+from ..tasks import GroupedRows, describe, encode_groups, support_size, validate_groups
+from ..training import thread_policy
+from ._heads import require
 
-__all__ = ["AdaptationMixin", "as_float_tensor", "atomic", "check_support_targets", "diverged"]
+__all__ = ["ServingMixin", "as_float_tensor", "atomic", "check_support_targets", "diverged"]
 
 # Rows per forward pass in predict, to keep memory bounded on large inputs.
 _PREDICT_CHUNK = 65536
@@ -42,12 +42,11 @@ _TASK_PARAMETER_CHUNK = 2**25
 class _Serving(NamedTuple):
     """What serving a fitted model needs, built once per ``module_`` rather than on every call."""
 
-    inner_optimizer: Any  # the inner_optimizer_ and head it was built for
-    head: str
+    head: Head  # the head_ and loss it was built for
     loss: Any
-    learner: Learner
-    meta_params: dict
-    inner_meta: Any
+    network: FunctionalNetwork
+    init_params: dict
+    head_meta: Any
     device: torch.device
 
 
@@ -80,12 +79,15 @@ def as_float_tensor(X, device) -> torch.Tensor:
     return torch.from_numpy(np.array(X, dtype=np.float32)).to(device)
 
 
-def diverged(what: str, n_steps: int) -> ValueError:
-    return ValueError(
-        f"Adapting {what} with adapt_steps={n_steps} produced non-finite predictions: the inner loop "
-        "diverges at this step count. Lower adapt_steps or inner_lr (Meta-SGD's learned rates are tuned "
-        "for the inner_steps it was trained with)."
-    )
+def diverged(what: str, head) -> ValueError:
+    if "adapt_steps" in getattr(head, "get_params", dict)():
+        advice = (
+            f"the inner loop diverges at adapt_steps={head.n_adapt_steps}. Lower the head's adapt_steps or "
+            "inner_lr (Meta-SGD's learned rates are tuned for the inner_steps it was trained with)."
+        )
+    else:
+        advice = "scale the inputs, or check them for extreme values."
+    return ValueError(f"Adapting {what} with {type(head).__name__} produced non-finite predictions: {advice}")
 
 
 def _batch_arguments(X, groups, y_support, support):
@@ -137,47 +139,32 @@ def check_support_targets(y: np.ndarray, tasks: np.ndarray, labels: np.ndarray) 
         )
 
 
-class AdaptationMixin:
+class ServingMixin:
     """``partial_adapt``, ``reset_adaptation``, prediction and the few-shot outputs behind ``score``."""
 
-    def _adapt_steps(self) -> int:
-        return self.inner_steps if self.adapt_steps is None else self.adapt_steps
-
     def _serving(self) -> _Serving:
-        """The fitted model's learner, meta-parameters and device, cached for the serving hot path."""
+        """The fitted network, head and meta-parameters, cached for the serving hot path."""
         model = self.__dict__.get("module_")
         if model is None:
             check_is_fitted(self)
-        head = self._network_spec_.get("head", "gradient")
+        head = self.head_
         entry = _SERVING.get(model)
-        if (
-            entry is None
-            or entry.inner_optimizer is not self.inner_optimizer_
-            or entry.head != head
-            or entry.loss is not self._loss
-        ):
+        if entry is None or entry.head is not head or entry.loss is not self._loss:
             network = model.network
-            learner = Learner(
-                network, dict(network.named_buffers()), self._loss, self.inner_optimizer_, True, HEADS[head]
-            )
             entry = _Serving(
-                self.inner_optimizer_,
                 head,
                 self._loss,
-                learner,
-                model.meta_params(),
-                model.inner_meta(),
+                FunctionalNetwork(network, dict(network.named_buffers()), self._loss, shared=True),
+                model.init_params(),
+                model.head_meta(),
                 next(model.parameters()).device,
             )
             with _SERVING_LOCK:
                 _SERVING[model] = entry
         return entry
 
-    def _learner(self) -> Learner:
-        return self._serving().learner
-
     def _current_params(self) -> dict:
-        return self._serving().meta_params if self.adapted_params_ is None else self.adapted_params_
+        return self._serving().init_params if self.adapted_params_ is None else self.adapted_params_
 
     def _validate_rows(self, X) -> np.ndarray:
         """``validate_data(self, X, reset=False)`` for prediction, with a fast path for plain arrays.
@@ -202,7 +189,7 @@ class AdaptationMixin:
 
     def _reset_adaptation_state(self):
         self.adapted_params_ = None
-        self.inner_state_ = None
+        self.adaptation_state_ = None
 
     def reset_adaptation(self):
         """Forget every ``partial_adapt`` and return to the meta-learned initialisation.
@@ -220,13 +207,13 @@ class AdaptationMixin:
     def partial_adapt(self, X, y):
         """Adapt to one task from a few labelled rows, in place.
 
-        Takes ``adapt_steps`` steps (default ``inner_steps``) of the inner
-        optimizer on all of ``X, y``, starting where the last call left off
-        (from the meta-learned initialisation on the first call) and keeping
-        the inner optimizer's state. With a closed-form ``head``, the rows are
-        added to the head's fit instead (the same as adapting on every row
-        seen since the last reset). The meta-learned parameters never change;
-        :meth:`reset_adaptation` undoes every call.
+        The fitted head adapts the network to all of ``X, y``, starting
+        where the last call left off (from the meta-learned initialisation on
+        the first call) and keeping its state: a closed-form head adds the
+        rows to its fit of the last layer (the same as adapting on every row
+        seen since the last reset), :class:`~sklearn_meta.heads.GradientHead`
+        takes ``adapt_steps`` more inner-optimizer steps. The meta-learned
+        parameters never change; :meth:`reset_adaptation` undoes every call.
 
         Parameters
         ----------
@@ -245,22 +232,20 @@ class AdaptationMixin:
             X, y_encoded, task_attributes = self._validate_targets(X, y, reset=False)
             x_t = as_float_tensor(X, serving.device)
             y_t = self._target_tensor(y_encoded, serving.device)
-            learner = serving.learner
-            params = serving.meta_params if self.adapted_params_ is None else self.adapted_params_
-            state = self.inner_state_
+            head, head_meta = serving.head, serving.head_meta
+            before = serving.init_params if self.adapted_params_ is None else self.adapted_params_
+            state = self.adaptation_state_
             if state is None:
-                state = learner.init_state(params)
-            params, state = adapt(
-                learner, params, serving.inner_meta, state, x_t, y_t, self._adapt_steps(), serving=True
-            )
-            if not torch.isfinite(torch.cat([params[name].reshape(-1) for name in learner.adapted])).all():
+                state = head.init(before, head_meta)
+            params, state = adapt_one_task(serving.network, head, before, head_meta, state, x_t, y_t)
+            changed = [p.reshape(-1) for name, p in params.items() if p is not before.get(name)]
+            if changed and not torch.isfinite(torch.cat(changed)).all():
                 raise ValueError(
-                    "Adaptation produced non-finite parameters; the model is left as it was. "
-                    "Lower inner_lr or adapt_steps, or scale the inputs."
+                    f"Adaptation produced non-finite parameters; the model is left as it was. {_advice(head)}"
                 )
             for name, value in task_attributes.items():
                 setattr(self, name, value)
-            self.adapted_params_, self.inner_state_ = params, state
+            self.adapted_params_, self.adaptation_state_ = params, state
         return self
 
     def _runtime_device(self) -> torch.device:
@@ -275,27 +260,27 @@ class AdaptationMixin:
         """
         serving = self._serving()
         X = self._validate_rows(X)
-        device, learner = serving.device, serving.learner
-        params = serving.meta_params if self.adapted_params_ is None else self.adapted_params_
+        device, network, head = serving.device, serving.network, serving.head
+        params = serving.init_params if self.adapted_params_ is None else self.adapted_params_
         if not return_variance and X.shape[0] <= _PREDICT_CHUNK:  # the serving hot path: one forward pass
             with torch.inference_mode():
-                return learner.forward(params, as_float_tensor(X, device))
+                return network.forward(params, as_float_tensor(X, device))
         outputs = torch.empty((X.shape[0], self.n_outputs_), device=device)
         variance = torch.empty(X.shape[0], device=device) if return_variance else None
-        state = self.inner_state_
+        state = self.adaptation_state_
         if return_variance and state is None:
-            state = learner.init_state(params)  # the prior: no adaptation yet
+            state = head.init(params, serving.head_meta)  # the prior: no adaptation yet
         with torch.inference_mode():
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 chunk = as_float_tensor(X[start : start + _PREDICT_CHUNK], device)
                 rows = slice(start, start + len(chunk))
                 # Copy out: a chunk's output can keep a far larger buffer alive.
                 if return_variance:
-                    features = learner.features(params, chunk)
-                    outputs[rows] = features @ params["head.weight"].T + params["head.bias"]
-                    variance[rows] = learner.head.predictive_variance(state, params, features)
+                    features = network.features(params, chunk)
+                    outputs[rows] = network.output(params, features)
+                    variance[rows] = head.predictive_variance(params, serving.head_meta, state, features)
                 else:
-                    outputs[rows] = learner.forward(params, chunk)
+                    outputs[rows] = network.forward(params, chunk)
         return (outputs, variance) if return_variance else outputs
 
     def _encode_support_targets(self, y: np.ndarray, tasks: np.ndarray, labels: np.ndarray, n_tasks: int):
@@ -333,12 +318,11 @@ class AdaptationMixin:
         n_tasks = len(labels)
         support_rows = np.flatnonzero(support)
         y_encoded, extra = self._encode_support_targets(y_support[support_rows], tasks[support_rows], labels, n_tasks)
-        device, learner, meta_params = serving.device, serving.learner, serving.meta_params
+        device, network, init_params = serving.device, serving.network, serving.init_params
         X_t = as_float_tensor(X, device)
         y_t = self._target_tensor(y_encoded, device)
         outputs = torch.empty((X.shape[0], self.n_outputs_), device=device)
         variance = torch.empty(X.shape[0], device=device) if return_variance else None
-        n_steps = self._adapt_steps()
 
         # Rows of each task, in input order: all of them (to predict) and its support rows (to adapt on).
         n_rows, n_support = np.bincount(tasks, minlength=n_tasks), np.bincount(tasks[support_rows], minlength=n_tasks)
@@ -346,7 +330,7 @@ class AdaptationMixin:
         rows_start = np.concatenate([[0], np.cumsum(n_rows)[:-1]])
         support_order = np.argsort(tasks[support_rows], kind="stable")  # positions in support_rows and y_t
         support_start = np.concatenate([[0], np.cumsum(n_support)[:-1]])
-        n_parameters = sum(p.numel() for p in meta_params.values())
+        n_parameters = sum(p.numel() for p in init_params.values())
         max_tasks = max(1, _TASK_PARAMETER_CHUNK // max(1, n_parameters))
 
         with torch.no_grad():  # not inference_mode: the gradient head's inner loop differentiates
@@ -360,47 +344,46 @@ class AdaptationMixin:
                 query = rows[rows_start[chunk][:, None] + np.minimum(offsets[None, :], n_rows[chunk][:, None] - 1)]
                 query_t = torch.as_tensor(query, device=device)
                 if k == 0:
-                    params = {name: p.expand(len(chunk), *p.shape) for name, p in meta_params.items()}
-                    state = learner.init_state(meta_params) if return_variance else None
+                    params = {name: p.expand(len(chunk), *p.shape) for name, p in init_params.items()}
+                    state = serving.head.init(init_params, serving.head_meta) if return_variance else None
                     state_dims = None
                 else:
                     positions = torch.as_tensor(
                         support_order[support_start[chunk][:, None] + np.arange(k)[None, :]], device=device
                     )
                     x_support = X_t[torch.as_tensor(support_rows, device=device)[positions]]
-                    params, state = self._adapt_chunk(serving, x_support, y_t[positions], n_steps, return_variance)
+                    adapted = adapt_tasks(
+                        network,
+                        serving.head,
+                        init_params,
+                        serving.head_meta,
+                        x_support,
+                        y_t[positions],
+                        return_variance,
+                    )
+                    params, state = adapted if return_variance else (adapted, None)
                     state_dims = 0
                 x_query = X_t[query_t]
                 valid_t = torch.as_tensor(valid, device=device)
                 target = query_t[valid_t]
-                outputs[target] = predict_tasks(learner, params, x_query)[valid_t]
+                outputs[target] = predict_tasks(network, params, x_query)[valid_t]
                 if return_variance:
-                    spread = vmap(_predictive_variance(learner), in_dims=(0, state_dims, 0))(params, state, x_query)
+                    spread = vmap(_predictive_variance(serving), in_dims=(0, state_dims, 0))(params, state, x_query)
                     variance[target] = spread[valid_t]
         if not torch.isfinite(outputs).all():
-            raise diverged("the tasks of groups", n_steps)
+            raise diverged("the tasks of groups", serving.head)
         return outputs, variance, tasks, extra
 
-    def _adapt_chunk(self, serving: _Serving, x_support, y_support, n_steps: int, with_state: bool):
-        """Adapted parameters (and, ``with_state``, the heads' states) of tasks of equal support size."""
-        learner = serving.learner
-        if not with_state:
-            return adapt_tasks(learner, serving.meta_params, serving.inner_meta, x_support, y_support, n_steps), None
-
-        def one_task(xs, ys):
-            state = learner.init_state(serving.meta_params)
-            return adapt(learner, serving.meta_params, serving.inner_meta, state, xs, ys, n_steps)
-
-        return vmap(one_task)(x_support, y_support)
-
     @thread_policy
-    def _few_shot_outputs(self, X, y, groups, where: str = "score()"):
+    def _few_shot_outputs(self, X, y, groups, where: str = "score()", head=None):
         """Adapt to each task of ``groups`` on its first rows; predict the rest.
 
         Every task adapts on the same number of support rows (see
-        ``_splitting.support_size``), all of them in one vectorised call.
-        Returns the outputs for every row (support rows are zero), a boolean
-        mask of the query rows, each row's task code and the encoded targets.
+        ``tasks.support_size``), all of them in one vectorised call; with
+        ``head``, another head over the same fitted model (the Displays: a
+        gradient head with other ``adapt_steps``). Returns the outputs for
+        every row (support rows are zero), a boolean mask of the query rows,
+        each row's task code and the encoded targets.
         """
         check_is_fitted(self)
         X, y_encoded, _ = self._validate_targets(X, y, reset=False)
@@ -427,13 +410,13 @@ class AdaptationMixin:
         X_t = as_float_tensor(X, device)
         y_t = self._target_tensor(y_encoded, device)
         support, query, query_valid = kept[tasks.rows[:, :size]], kept[tasks.rows[:, size:]], tasks.valid[:, size:]
-        predicted = self._adapt_and_predict(X_t[support], y_t[support], X_t[query])
+        predicted = self._adapt_and_predict(X_t[support], y_t[support], X_t[query], head)
         outputs = torch.zeros((X.shape[0], self.n_outputs_), device=device)
         outputs[query[query_valid]] = predicted[query_valid]
         is_query = torch.zeros(X.shape[0], dtype=torch.bool, device=device)
         is_query[query[query_valid]] = True
         if not torch.isfinite(outputs).all():
-            raise diverged("the held-out tasks", self._adapt_steps())
+            raise diverged("the held-out tasks", head or self.head_)
         return outputs, is_query, codes, y_encoded
 
     def _few_shot_score(self, X, y, groups, sample_weight=None) -> float:
@@ -442,18 +425,27 @@ class AdaptationMixin:
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[mask]
         return self._score_outputs(outputs.cpu().numpy()[mask], y_encoded[mask], codes[mask], weight)
 
-    def _adapt_and_predict(self, x_support, y_support, x_query) -> torch.Tensor:
+    def _adapt_and_predict(self, x_support, y_support, x_query, head=None) -> torch.Tensor:
         """Adapt a copy of the meta-learned model to every task at once and predict its query rows."""
         serving = self._serving()
-        adapted = adapt_tasks(
-            serving.learner, serving.meta_params, serving.inner_meta, x_support, y_support, self._adapt_steps()
-        )
-        return predict_tasks(serving.learner, adapted, x_query)
+        head = serving.head if head is None else head
+        adapted = adapt_tasks(serving.network, head, serving.init_params, serving.head_meta, x_support, y_support)
+        return predict_tasks(serving.network, adapted, x_query)
+
+    def _check_return_std(self) -> None:
+        require(self.head_, "predictive_variance", "return_std=True", "BayesianRidgeHead has one")
 
 
-def _predictive_variance(learner: Learner):
+def _advice(head) -> str:
+    if "inner_lr" in getattr(head, "get_params", dict)():
+        return "Lower the head's inner_lr or adapt_steps, or scale the inputs."
+    return "Scale the inputs, or check them for extreme values."
+
+
+def _predictive_variance(serving: _Serving):
     def variance(params, state, x):
-        return learner.head.predictive_variance(state, params, learner.features(params, x))
+        network = serving.network
+        return serving.head.predictive_variance(params, serving.head_meta, state, network.features(params, x))
 
     return variance
 

@@ -20,52 +20,17 @@ from collections.abc import Callable
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import EpochTimer
-from torch import nn
-from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
+from torch.utils._pytree import tree_leaves
 
+from .._warnings import warn
+from ..engine import TaskBatch, batch_size, compiled_meta_loss, meta_gradient
+from ..exceptions import NonFiniteLossWarning, RankFailedError
+from ..heads import FunctionalNetwork, Head
 from ._callbacks import MetaProgressBar, OneBatchScoring, ThinnedPrintLog
 from ._distributed import Ranks
-from ._engine import Learner, TaskBatch, batch_size, compiled_meta_loss, meta_gradient
 from ._signals import sigint_handler
-from ._warnings import warn
-from .exceptions import NonFiniteLossWarning, RankFailedError
 
-__all__ = ["MetaModel", "MetaNet", "train"]
-
-
-class MetaModel(nn.Module):
-    """The meta-learned state: the network's initialisation and the inner optimizer's meta-parameters.
-
-    One module, so the meta-optimizer, ``state_dict`` and skorch callbacks
-    (``EarlyStopping(load_best=True)``, ``Checkpoint``) see both. Calling it
-    runs the network.
-
-    Parameters
-    ----------
-    network : torch.nn.Module
-        The network whose parameters are the meta-learned initialisation.
-    inner_meta : tree of Tensor
-        Initial meta-parameters of the inner optimizer (a dict, or a tuple of
-        dicts for a chain), stored as a flat ``ParameterList`` so that no
-        parameter name is rewritten.
-    """
-
-    def __init__(self, network: nn.Module, inner_meta):
-        super().__init__()
-        self.network = network
-        leaves, self._inner_spec = tree_flatten(inner_meta)
-        self.inner = nn.ParameterList([nn.Parameter(t.detach().clone()) for t in leaves])
-
-    def forward(self, x):
-        return self.network(x)
-
-    def meta_params(self) -> dict[str, torch.Tensor]:
-        """The network's parameters by name."""
-        return dict(self.network.named_parameters())
-
-    def inner_meta(self):
-        """The inner optimizer's meta-parameters, in the tree shape it returned them."""
-        return tree_unflatten(list(self.inner), self._inner_spec)
+__all__ = ["MetaNet", "train"]
 
 
 class MetaNet(NeuralNet):
@@ -163,14 +128,12 @@ def _record_batch(history, prefix: str, values: dict, size: int) -> None:
 
 def train(
     net: MetaNet,
-    learner: Learner,
+    network: FunctionalNetwork,
+    head: Head,
     sample: Callable[[], TaskBatch],
     *,
     max_iter: int,
-    n_steps: int,
-    first_order: bool,
-    recompute: bool = False,
-    validate: Callable[[], dict] | None = None,
+    validate: Callable[[], tuple[dict, int]] | None = None,
     max_grad_norm: float | None = None,
     compile: bool = False,
     ranks: Ranks | None = None,
@@ -191,10 +154,10 @@ def train(
     rank. Every way of stopping stops all ranks at the same update.
     """
     model, optimizer = net.module_, net.optimizer_
-    loss_fn = compiled_meta_loss(learner, n_steps, first_order) if compile and not recompute else None
+    loss_fn = compiled_meta_loss(network, head) if compile and not head.recomputes else None
     params = list(model.parameters())
     # The same tensors every update (the optimizer steps them in place; a loaded checkpoint too).
-    meta_params, inner_meta = model.meta_params(), model.inner_meta()
+    init_params, head_meta = model.init_params(), model.head_meta()
     named_parameters = list(model.named_parameters())
     net.notify("on_train_begin")
     # Read after on_train_begin: LoadInitState may replace the history with a saved one.
@@ -214,17 +177,13 @@ def train(
                     batch = ranks.shard(batch)
                 net.notify("on_batch_begin", batch=batch, training=True)
                 try:
-                    loss, param_grads, meta_grads = meta_gradient(
-                        learner, meta_params, inner_meta, batch, n_steps, first_order, loss_fn, recompute=recompute
-                    )
+                    loss, param_grads, meta_grads = meta_gradient(network, head, init_params, head_meta, batch, loss_fn)
                 except Exception as error:  # compilation failed (platform, toolchain): carry on eagerly
                     if loss_fn is None:
                         raise
                     warn(f"torch.compile failed ({type(error).__name__}: {error}); training eagerly.", UserWarning)
                     loss_fn = None
-                    loss, param_grads, meta_grads = meta_gradient(
-                        learner, meta_params, inner_meta, batch, n_steps, first_order, recompute=recompute
-                    )
+                    loss, param_grads, meta_grads = meta_gradient(network, head, init_params, head_meta, batch)
                 grads = [*param_grads.values(), *tree_leaves(meta_grads)]
                 size = batch_size(batch)
                 if ranks is not None:  # one all-reduce: the meta-loss and every meta-gradient
@@ -319,11 +278,13 @@ def _stop_non_finite(history, n_before: int, overflow: str | None = None) -> Non
     if len(history) == n_before:
         raise ValueError(
             f"The meta-loss or its gradient was not finite at iteration {iteration}, before any "
-            "update could be made. Lower inner_lr or meta_lr, scale the inputs, or set max_grad_norm."
+            "update could be made. Lower meta_lr (or a gradient head's inner_lr), scale the inputs, or clip the "
+            "meta-gradient with skorch's GradientNormClipping callback."
         )
     warn(
         f"The meta-loss, its gradient or the updated meta-parameters became non-finite at iteration "
         f"{iteration}; meta-training stopped and kept the last finite meta-parameters ({len(history)} "
-        "updates). Lower inner_lr or meta_lr, or set max_grad_norm.",
+        "updates). Lower meta_lr (or a gradient head's inner_lr), or clip the meta-gradient with skorch's "
+        "GradientNormClipping callback.",
         NonFiniteLossWarning,
     )

@@ -55,8 +55,8 @@ def _split(tree) -> tuple[list[Tensor], tuple]:
 
 def _join(floats: list[Tensor], rest: tuple):
     spec, mask, others = rest
-    floats, others = iter(floats), iter(others)
-    return tree_unflatten([next(floats) if m else next(others) for m in mask], spec)
+    float_leaves, other_leaves = iter(floats), iter(others)
+    return tree_unflatten([next(float_leaves) if m else next(other_leaves) for m in mask], spec)
 
 
 def _add(total, more):
@@ -126,15 +126,17 @@ def checkpointed_value_and_grad(
         carry = _join(floats, rest)
         return loss(step(carry, inputs) if n_steps else carry, inputs)
 
-    value, pull = vjp(final, floats, inputs)
+    value, pull = vjp(final, floats, inputs)  # type: ignore[misc]  # torch's stub: (output, vjp_fn[, aux])
     cotangent, grads = pull(torch.ones_like(value))
     del pull
     for t in reversed(range(last)):
         floats, rest = _split(reach(t))
-        _, pull = vjp(lambda floats, inputs, rest=rest: _split(step(_join(floats, rest), inputs))[0], floats, inputs)
+        _, pull = vjp(  # type: ignore[misc]
+            lambda floats, inputs, rest=rest: _split(step(_join(floats, rest), inputs))[0], floats, inputs
+        )
         cotangent, more = pull(cotangent)
         del pull  # free this step's graph before recomputing the next one
         grads = _add(grads, more)
-    _, pull = vjp(lambda inputs: _split(init(inputs))[0], inputs)
+    _, pull = vjp(lambda inputs: _split(init(inputs))[0], inputs)  # type: ignore[misc]
     (more,) = pull(cotangent)
     return value.detach(), _add(grads, more)

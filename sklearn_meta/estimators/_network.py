@@ -1,4 +1,10 @@
-"""Building the network: the built-in MLP, or any user module class."""
+"""Building the network from the estimator's arguments: a body (the built-in MLP or any module) and a last layer.
+
+The rule (see :mod:`sklearn_meta.heads`): the module is the body, and the
+head owns the last layer. The body maps ``(n, n_features_in)`` rows to
+``(n, n_features)`` features of any width, found by one forward pass of a
+zero row; the last layer is ``torch.nn.Linear(n_features, n_outputs)``.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,16 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-from ._heads import HEADS
+from .._warnings import warn
+from ..heads import HeadedNetwork
 
 __all__ = [
-    "HeadedNetwork",
-    "last_layer_names",
-    "split_head",
     "ACTIVATIONS",
     "build_network",
     "check_module_spec",
     "check_network",
+    "is_legacy_module",
+    "warn_legacy_module",
 ]
 
 ACTIVATIONS = {
@@ -29,14 +35,16 @@ ACTIVATIONS = {
 }
 
 
-def make_mlp(n_features_in: int, n_outputs: int, hidden_layer_sizes, activation: str) -> nn.Sequential:
-    """A fully connected network like the one of :class:`~sklearn.neural_network.MLPRegressor`."""
+def make_mlp_body(n_features_in: int, hidden_layer_sizes, activation: str) -> nn.Sequential:
+    """The hidden layers of a fully connected network like :class:`~sklearn.neural_network.MLPRegressor`'s.
+
+    ``hidden_layer_sizes=()`` gives an empty body: the features are the inputs.
+    """
     layers: list[nn.Module] = []
     width = n_features_in
     for size in hidden_layer_sizes:
         layers += [nn.Linear(width, int(size)), ACTIVATIONS[activation]()]
         width = int(size)
-    layers.append(nn.Linear(width, n_outputs))
     return nn.Sequential(*layers)
 
 
@@ -141,67 +149,71 @@ def check_network(net: nn.Module) -> None:
         )
 
 
-class HeadedNetwork(nn.Module):
-    """A network split into a body (features) and a linear head, with the head's meta-parameters.
-
-    Used by the closed-form heads: ``forward(x)`` runs body then head (the
-    meta-learned head: predictions before adaptation), ``forward(x,
-    features_only=True)`` the body alone. The head's meta-parameters (for
-    example the prior scale and noise prior of the Bayesian ridge head) are
-    parameters of this module, so they are meta-learned and saved with the
-    network; ``head_parameters`` maps their names to initial values.
-    """
-
-    def __init__(self, body: nn.Module, head: nn.Linear, head_parameters=None):
-        super().__init__()
-        self.body, self.head = body, head
-        for name, value in (head_parameters or {}).items():
-            self.register_parameter(name, nn.Parameter(value.to(head.weight)))
-
-    def forward(self, x, features_only: bool = False):
-        features = self.body(x)
-        return features if features_only else self.head(features)
+def _accepted(factory) -> dict:
+    try:
+        return dict(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return {}
 
 
-def split_head(net: nn.Module, closed_form) -> HeadedNetwork:
-    """Split ``net`` into body and last linear layer (an ``nn.Sequential`` ending in ``nn.Linear``).
+def is_legacy_module(module) -> bool:
+    """Whether ``module`` builds a whole network, as in sklearn-meta 0.2: its signature names ``n_outputs``."""
+    return module is not None and "n_outputs" in _accepted(module)
 
-    ``closed_form`` is the head that will fit the last layer: it gives the
-    meta-parameters to add (``closed_form.meta_parameters(last_layer)``).
-    """
-    if not (isinstance(net, nn.Sequential) and len(net) and isinstance(net[-1], nn.Linear)):
+
+def _feature_width(body: nn.Module, n_features_in: int) -> int:
+    """The width of the body's features, from one forward pass of a zero row (random state untouched)."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        try:
+            features = body(torch.zeros(1, n_features_in))
+        except Exception as error:
+            raise ValueError(
+                f"module must map rows of shape (n, {n_features_in}) to features of shape (n, n_features); "
+                f"calling it on one row raised {type(error).__name__}: {error}"
+            ) from error
+    if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[0] != 1:
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
         raise ValueError(
-            f"A closed-form head fits the network's last layer, so the network must be a torch.nn.Sequential "
-            f"ending in torch.nn.Linear (as the built-in MLP is); got {type(net).__name__}. Use the built-in MLP, "
-            "return an nn.Sequential from your module factory, or use head='gradient'."
+            f"module must map rows of shape (n, {n_features_in}) to features of shape (n, n_features), "
+            f"the body that the head's last layer is put on; for one row it returned {shape}. Flatten its "
+            "output (torch.nn.Flatten) if it is an image or a sequence."
         )
-    if type(net).forward is not nn.Sequential.forward:
-        raise ValueError(
-            f"A closed-form head runs the network's layers up to the last one, then fits that layer, so it "
-            f"cannot run the forward() that {type(net).__name__} overrides. Put that computation in a layer of "
-            "the Sequential, or use head='gradient'."
-        )
-    # Not net[:-1]: slicing calls type(net)(...), which a subclass with its own constructor arguments refuses.
-    body = nn.Sequential(OrderedDict(list(net.named_children())[:-1]))
-    return HeadedNetwork(body, net[-1], closed_form.meta_parameters(net[-1]))
+    return int(features.shape[1])
 
 
-def last_layer_names(net: nn.Module) -> list[str]:
-    """Parameter-name patterns of the network's last layer with parameters (the head)."""
-    owners = [name for name, m in net.named_modules() if any(True for _ in m.parameters(recurse=False))]
-    if not owners:
-        raise ValueError("The network has no parameters to adapt.")
-    return [f"{owners[-1]}.*" if owners[-1] else "*"]
+def _split_legacy(net: nn.Module, n_outputs: int, gradient_head: bool) -> HeadedNetwork:
+    """A 0.2-style whole network as body and last layer: an ``nn.Sequential`` ending in ``nn.Linear``.
+
+    A network that cannot be split serves only a gradient head, as a body
+    with no last layer of its own.
+    """
+    splittable = isinstance(net, nn.Sequential) and len(net) and isinstance(net[-1], nn.Linear)
+    if splittable and type(net).forward is nn.Sequential.forward and net[-1].out_features == n_outputs:
+        # Not net[:-1]: slicing calls type(net)(...), which a subclass with its own constructor arguments refuses.
+        return HeadedNetwork(nn.Sequential(OrderedDict(list(net.named_children())[:-1])), net[-1])
+    if gradient_head:
+        return HeadedNetwork(net, nn.Identity())
+    raise ValueError(
+        f"module's signature names n_outputs, so it builds the whole network, as in sklearn-meta 0.2, and a "
+        f"closed-form head can only take its last layer from an nn.Sequential ending in nn.Linear; got "
+        f"{type(net).__name__}. Drop n_outputs: the module is now the body, and the head adds the last layer."
+    )
 
 
-def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
+def build_network(spec: dict, seed: int, device: torch.device, gradient_head: bool = False) -> HeadedNetwork:
     """Build the network described by ``spec``, initialised from ``seed``.
 
     ``spec`` holds ``n_features_in``, ``n_outputs`` and either
-    ``hidden_layer_sizes`` and ``activation`` (the built-in MLP) or
-    ``module`` and ``module_kwargs``. A user module class receives
-    ``n_features_in`` and ``n_outputs`` as keyword arguments when its
-    signature names them and ``module_kwargs`` does not.
+    ``hidden_layer_sizes`` and ``activation`` (the built-in MLP's body) or
+    ``module`` and ``module_kwargs``. A module class or factory receives
+    ``n_features_in`` as a keyword argument when its signature names it and
+    ``module_kwargs`` does not. The body is built first and the last layer
+    after it, from one random stream, so the built-in MLP is initialised as
+    ``MLPRegressor``-style networks of the same layers are.
+
+    A module whose signature names ``n_outputs`` builds the whole network,
+    as in sklearn-meta 0.2 (deprecated; ``spec["legacy"]`` is set by the
+    estimators after warning): its last ``nn.Linear`` becomes the last layer.
 
     Parameters
     ----------
@@ -212,10 +224,13 @@ def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
         left as it was.
     device : torch.device
         Where the network's parameters live (always ``float32``).
+    gradient_head : bool, default=False
+        The head is a gradient head, which can adapt a 0.2-style network that
+        has no separate last layer.
 
     Returns
     -------
-    net : torch.nn.Module
+    net : HeadedNetwork
         A new network, in training mode.
 
     Raises
@@ -225,29 +240,40 @@ def build_network(spec: dict, seed: int, device: torch.device) -> nn.Module:
         (see :func:`check_module_spec`), or does not build a
         :class:`torch.nn.Module`.
     ValueError
-        If the network contains batch normalisation, or a normalisation layer
-        with running statistics (see :func:`check_network`): use
-        :class:`torch.nn.LayerNorm` or :class:`torch.nn.GroupNorm`.
+        If the body does not map rows to 2-d features, or contains batch
+        normalisation or a normalisation layer with running statistics (see
+        :func:`check_network`).
     """
-    check_module_spec(spec.get("module"))
+    module = spec.get("module")
+    check_module_spec(module)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if spec.get("module") is None:
-            net = make_mlp(spec["n_features_in"], spec["n_outputs"], spec["hidden_layer_sizes"], spec["activation"])
+        if module is None:
+            body = make_mlp_body(spec["n_features_in"], spec["hidden_layer_sizes"], spec["activation"])
         else:
-            factory = spec["module"]
             kwargs = dict(spec.get("module_kwargs") or {})
-            try:
-                accepted = inspect.signature(factory).parameters
-            except (TypeError, ValueError):
-                accepted = {}
-            for name in ("n_features_in", "n_outputs"):
+            accepted = _accepted(module)
+            names = ("n_features_in", "n_outputs") if spec.get("legacy") else ("n_features_in",)
+            for name in names:
                 if name in accepted and name not in kwargs:
                     kwargs[name] = spec[name]
-            net = factory(**kwargs)
-            if not isinstance(net, nn.Module):
-                raise TypeError(f"module must build a torch.nn.Module, got {type(net).__name__}.")
-        check_network(net)
-        if HEADS[spec.get("head", "gradient")] is not None:
-            net = split_head(net, HEADS[spec["head"]])
+            body = module(**kwargs)
+            if not isinstance(body, nn.Module):
+                raise TypeError(f"module must build a torch.nn.Module, got {type(body).__name__}.")
+        check_network(body)
+        if spec.get("legacy"):
+            net = _split_legacy(body, spec["n_outputs"], gradient_head)
+        else:
+            net = HeadedNetwork(body, nn.Linear(_feature_width(body, spec["n_features_in"]), spec["n_outputs"]))
     return net.to(device=device, dtype=torch.float32)
+
+
+def warn_legacy_module(module) -> None:
+    """The deprecation of 0.2-style modules that build the whole network."""
+    warn(
+        f"module {getattr(module, '__name__', module)!r} takes n_outputs, so it builds the whole network, as in "
+        "sklearn-meta 0.2; its last nn.Linear is used as the last layer. This is deprecated since sklearn-meta 0.3 "
+        "and stops working in 0.4: the module is now the body (rows to features of any width) and the head "
+        "adds the last layer. Drop n_outputs and the last nn.Linear from the module.",
+        FutureWarning,
+    )

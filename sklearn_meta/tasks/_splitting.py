@@ -1,4 +1,4 @@
-"""Task arithmetic as pure functions: group validation, support/query sizes, held-out tasks."""
+"""Task arithmetic as pure functions: support and query sizes, held-out tasks."""
 
 from __future__ import annotations
 
@@ -6,34 +6,10 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.utils.validation import check_consistent_length, column_or_1d
 
-__all__ = ["describe", "holdout", "split_sizes", "support_size", "validate_groups"]
+from ._grouping import describe
 
-
-def describe(labels, limit: int = 5) -> str:
-    """A short listing of ``labels`` for an error message."""
-    shown = ", ".join(repr(x.item() if isinstance(x, np.generic) else x) for x in labels[:limit])
-    return shown + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
-
-
-def validate_groups(groups, X) -> np.ndarray:
-    """One task id per row of ``X``, as a 1-d array; NaN and ``None`` are refused."""
-    try:
-        groups = column_or_1d(groups, warn=False)
-    except ValueError as error:
-        raise ValueError(f"groups must be 1-dimensional (one task id per row): {error}") from None
-    try:
-        check_consistent_length(X, groups)
-    except ValueError:
-        raise ValueError(
-            f"groups has {len(groups)} entries but X has {len(X)} rows; give one task id per row."
-        ) from None
-    if groups.dtype.kind == "f" and not np.isfinite(groups).all():
-        raise ValueError("groups contains NaN or infinity; every row needs a task id.")
-    if groups.dtype.kind == "O" and any(g is None or (isinstance(g, float) and not np.isfinite(g)) for g in groups):
-        raise ValueError("groups contains None or NaN; every row needs a task id.")
-    return groups
+__all__ = ["holdout", "split_sizes", "support_size"]
 
 
 def support_size(n_support, sizes: np.ndarray) -> int:

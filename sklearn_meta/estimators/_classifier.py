@@ -1,4 +1,10 @@
-"""MetaClassifier: few-shot classification, over grouped tasks or N-way K-shot episodes."""
+"""Few-shot classification: the shared classifier, and MetaClassifier over grouped tasks.
+
+:class:`BaseMetaClassifier` holds both kinds of task collection: grouped
+tasks whose labels mean the same everywhere (:class:`MetaClassifier`), and
+N-way K-shot episodes with task-local labels (``EpisodicClassifier``, in
+``_episodic``; and, until 0.4, ``MetaClassifier(n_way=...)``, deprecated).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,19 @@ import torch
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ._adaptation import as_float_tensor, check_support_targets, diverged
-from ._base import BaseMetaEstimator, _arguments
+from ..exceptions import NotAdaptedError
+from ..heads import GradientHead, PrototypeHead, RidgeClassifierHead
+from ..tasks import EpisodeSampler, class_pool, describe, episode_sampling, grouped_sampling
+from ._base import BaseMetaEstimator, arguments
 from ._docstrings import fill_parameters
-from ._samplers import class_pool, episode_sampler, grouped_sampler
-from ._splitting import describe
-from ._tasks import EpisodeSampler
-from .exceptions import NotAdaptedError
+from ._heads import DEPRECATED, deprecated_constraints, is_deprecated, warn_deprecated
+from ._serving import as_float_tensor, check_support_targets, diverged
 
-_EPISODIC_N_QUERY = 15
+_EPISODIC_N_QUERY = 15  # query rows per class of MetaClassifier(n_way=...)'s episodes, when n_query is None
 
 
 def _encode_labels(classes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,185 +40,34 @@ def _encode_labels(classes: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return codes, unknown
 
 
-@fill_parameters
-class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
-    """Meta-learned classifier that adapts to a new task from a few labelled rows.
-
-    Two kinds of task collection are supported:
-
-    - **grouped tasks** (``n_way=None``): rows grouped into tasks by
-      ``groups``, labels meaning the same thing in every task; ``classes_``
-      is global and set by ``fit``.
-    - **N-way K-shot episodes** (``n_way`` set): each training task draws
-      ``n_way`` classes from the pool of classes in ``y``, with ``k_shot``
-      support and ``n_query`` query rows per class, and labels them
-      ``0 .. n_way - 1`` in random order. Labels are task-local: the first
-      :meth:`partial_adapt` after ``fit`` or :meth:`reset_adaptation` sets
-      ``classes_`` from its ``y``.
-
-    Parameters
-    ----------
-    {hidden_layer_sizes}
-    {activation}
-    {module}
-    {module_kwargs}
-    n_way : int, default=None
-        Classes per episode; ``None`` for grouped tasks.
-    k_shot : int, default=1
-        Support rows per class in an episode.
-    n_score_episodes : int, default=100
-        Episodes drawn by :meth:`score` in episodic mode.
-    {head}
-    {adapt_params}
-    {inner_optimizer}
-    {inner_lr}
-    {inner_steps}
-    {adapt_steps}
-    {first_order}
-    {recompute_inner}
-    {meta_optimizer}
-    {meta_lr}
-    {meta_batch_size}
-    n_support : int or float, default=10
-        Grouped tasks: support rows per task, in meta-training and in
-        :meth:`score`. A float is a fraction of the smallest task's rows
-        (every task of a collection adapts on the same number of rows).
-        Episodes: not used (``n_way * k_shot``).
-    n_query : int, default=None
-        Grouped tasks: query rows per task, ``None`` for as many as the
-        smallest task leaves. Episodes: query rows per class, ``None`` for 15.
-    {max_iter}
-    {early_stopping}
-    {validation_fraction}
-    {n_iter_no_change}
-    {tol}
-    {max_grad_norm}
-    {compile}
-    {warm_start}
-    {random_state}
-    {device}
-    {n_threads}
-    {verbose}
-    {callbacks}
-
-    Attributes
-    ----------
-    classes_ : ndarray
-        Grouped tasks: all labels seen in ``fit``. Episodes: the labels of
-        the task adapted to, set by the first :meth:`partial_adapt`.
-    module_ : torch.nn.Module
-        The meta-learned state: ``module_.network`` is the network holding
-        the meta-learned initialisation, ``module_.inner_meta()`` the inner
-        optimizer's meta-parameters.
-    inner_optimizer_ : object
-        The inner optimizer used.
-    adapted_params_ : dict of str to Tensor or None
-        Parameters after :meth:`partial_adapt`.
-    inner_state_ : object
-        The inner optimizer's state after :meth:`partial_adapt`.
-    n_support_, n_query_ : int
-        Support and query rows per training task.
-    n_outputs_ : int
-        Output units of the network.
-    n_iter_ : int
-        Outer updates made.
-    loss_curve_ : list of float
-        Meta-loss of each outer update.
-    history_ : skorch.history.History
-        Training log: one row per outer update.
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during fit, when ``X`` has string column names.
-    saved_with_ : dict
-        On a loaded model only: the state format and the sklearn-meta and
-        torch versions that saved it.
-
-    See Also
-    --------
-    MetaRegressor : The regression counterpart.
-
-    Examples
-    --------
-    >>> from sklearn.datasets import load_digits
-    >>> from sklearn_meta import MetaClassifier
-    >>> X, y = load_digits(return_X_y=True)
-    >>> X = X / 16
-    >>> train = y < 7  # meta-train on digits 0-6, adapt to 7, 8, 9
-    >>> clf = MetaClassifier(n_way=3, k_shot=5, max_iter=20, random_state=0)
-    >>> clf = clf.fit(X[train], y[train])
-    >>> support = np.concatenate([np.flatnonzero(y == c)[:5] for c in (7, 8, 9)])
-    >>> clf.partial_adapt(X[support], y[support]).classes_
-    array([7, 8, 9])
-    """
+class BaseMetaClassifier(ClassifierMixin, BaseMetaEstimator):
+    """Base class of the meta-learned classifiers; not for direct use."""
 
     _criterion = torch.nn.CrossEntropyLoss
+    _task_type = "classification"
 
     # predict(X, groups=..., y_support=..., support=...) adapts to new tasks: requested by default,
     # so a Pipeline routes them with metadata routing on and without set_*_request calls.
     __metadata_request__predict = {"groups": True, "y_support": True, "support": True}
     __metadata_request__predict_proba = {"groups": True, "y_support": True, "support": True}
 
-    _parameter_constraints: dict = {
-        **BaseMetaEstimator._parameter_constraints,
-        "n_way": [Interval(Integral, 2, None, closed="left"), None],
-        "k_shot": [Interval(Integral, 1, None, closed="left")],
-        "n_score_episodes": [Interval(Integral, 1, None, closed="left")],
-        "head": [StrOptions({"gradient", "prototypes", "ridge"})],
-    }
+    #: Whether tasks are N-way K-shot episodes with task-local labels (else grouped tasks, global classes).
+    _episodic: bool = False
 
-    def _head_key(self) -> str:
-        # Episodes permute the labels in every task: the ridge head then shrinks towards zero, not
-        # towards a meta-learned last layer whose output units mean nothing from one task to the next.
-        if self.head == "ridge":
-            return "ridge_classifier" if self.n_way is None else "ridge_classifier_episodes"
-        return self.head
-
-    def __init__(
-        self,
-        hidden_layer_sizes=(),
-        activation="relu",
-        *,
-        module=None,
-        module_kwargs=None,
-        n_way=None,
-        k_shot=1,
-        n_score_episodes=100,
-        head="ridge",
-        adapt_params="all",
-        inner_optimizer="sgd",
-        inner_lr=0.01,
-        inner_steps=1,
-        adapt_steps=None,
-        first_order=False,
-        recompute_inner=False,
-        meta_optimizer="adam",
-        meta_lr=1e-3,
-        meta_batch_size=25,
-        n_support=10,
-        n_query=None,
-        max_iter=1000,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        tol=1e-4,
-        max_grad_norm=None,
-        compile="auto",
-        warm_start=False,
-        random_state=None,
-        device="cpu",
-        n_threads="auto",
-        verbose=0,
-        callbacks=None,
-    ):
-        super().__init__(**_arguments(locals()))
+    def _episodes(self) -> tuple[int, int, int, int]:
+        """``n_way``, ``k_shot``, query rows per class and scoring episodes, in episodic mode."""
+        raise NotImplementedError
 
     @property
-    def _episodic(self) -> bool:
-        return self.n_way is not None
-
-    def _episode_n_query(self) -> int:
-        return _EPISODIC_N_QUERY if self.n_query is None else self.n_query
+    def _head_shortcuts(self):  # type: ignore[override]
+        # Episodes permute the labels in every task: the ridge head then shrinks towards zero, not
+        # towards a meta-learned last layer whose output units mean nothing from one task to the next.
+        shrink = not self._episodic
+        return {
+            "ridge": lambda: RidgeClassifierHead(shrink_to_head=shrink),
+            "prototypes": PrototypeHead,
+            "gradient": GradientHead,
+        }
 
     # Targets ----------------------------------------------------------------
 
@@ -232,10 +87,10 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         classes = getattr(self, "classes_", None)
         if self._episodic and classes is None:  # the first adaptation to a task names its classes
             classes = np.unique(y)
-            if len(classes) > self.n_way:
+            n_way = self._episodes()[0]
+            if len(classes) > n_way:
                 raise ValueError(
-                    f"This model adapts to {self.n_way}-way tasks but y has {len(classes)} classes "
-                    f"({describe(classes)})."
+                    f"This model adapts to {n_way}-way tasks but y has {len(classes)} classes ({describe(classes)})."
                 )
             attributes["classes_"] = classes
         codes, unknown = _encode_labels(classes, y)
@@ -251,7 +106,9 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         return X, codes, attributes
 
     def _n_outputs(self, y_encoded, target_attributes):
-        return self.n_way if self._episodic else len(target_attributes.get("classes_", getattr(self, "classes_", [])))
+        if self._episodic:
+            return self._episodes()[0]
+        return len(target_attributes.get("classes_", getattr(self, "classes_", [])))
 
     def _encode_support_targets(self, y, tasks, labels, n_tasks):
         """Class codes of the support rows; in episodic mode, each task's classes from its own rows.
@@ -282,14 +139,15 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
                 "An episodic MetaClassifier takes each task's classes from its support rows, but task(s) "
                 f"{describe(labels[n_classes == 0])} have no support rows."
             )
-        if (n_classes > self.n_way).any():
+        n_way = self._episodes()[0]
+        if (n_classes > n_way).any():
             raise ValueError(
-                f"This model adapts to {self.n_way}-way tasks but task(s) {describe(labels[n_classes > self.n_way])} "
+                f"This model adapts to {n_way}-way tasks but task(s) {describe(labels[n_classes > n_way])} "
                 f"have up to {n_classes.max()} classes in y_support."
             )
         first = np.concatenate([[0], np.cumsum(n_classes)[:-1]])
         local = np.arange(len(pairs)) - first[pair_task]  # a class's rank among its task's classes
-        task_columns = np.full((n_tasks, self.n_way), -1)
+        task_columns = np.full((n_tasks, n_way), -1)
         task_columns[pair_task, local] = pairs % len(columns)
         return local[pair], (columns, task_columns, n_classes)
 
@@ -310,10 +168,29 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
 
     # Episodes -----------------------------------------------------------------
 
-    def _make_sampler(self, X_t, y_t, y_encoded, groups, generator):
+    def _sampling(self, X_t, y_t, y_encoded, groups, generator):
+        validation_fraction = self.validation_fraction if self.early_stopping else None
         if not self._episodic:
-            return grouped_sampler(self, X_t, y_t, groups, generator)
-        return episode_sampler(self, X_t, y_encoded, self._episode_n_query(), generator)
+            return grouped_sampling(
+                X_t,
+                y_t,
+                groups,
+                generator,
+                n_support=self.n_support,
+                n_query=self.n_query,
+                validation_fraction=validation_fraction,
+            )
+        n_way, k_shot, n_query, _ = self._episodes()
+        return episode_sampling(
+            X_t,
+            y_encoded,
+            generator,
+            n_way=n_way,
+            k_shot=k_shot,
+            n_query=n_query,
+            validation_fraction=validation_fraction,
+            n_validation_episodes=max(self.meta_batch_size, 32),
+        )
 
     def _episodic_score(self, X, y):
         check_is_fitted(self)
@@ -321,16 +198,15 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         check_classification_targets(y)
         device = self._runtime_device()
         _, codes = np.unique(y, return_inverse=True)
-        classes, pool = class_pool(codes, self.n_way, self.k_shot, self._episode_n_query(), device, "score()")
+        n_way, k_shot, n_query, n_episodes = self._episodes()
+        classes, pool = class_pool(codes, n_way, k_shot, n_query, device, "score()")
         generator = torch.Generator(device=device)
         generator.manual_seed(int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
-        sampler = EpisodeSampler(
-            as_float_tensor(X, device), classes, pool, self.n_way, self.k_shot, self._episode_n_query()
-        )
-        batch = sampler.sample(self.n_score_episodes, generator)
+        sampler = EpisodeSampler(as_float_tensor(X, device), classes, pool, n_way, k_shot, n_query)
+        batch = sampler.sample(n_episodes, generator)
         logits = self._adapt_and_predict(batch.x_support, batch.y_support, batch.x_query)
         if not torch.isfinite(logits).all():
-            raise diverged("the scoring episodes", self._adapt_steps())
+            raise diverged("the scoring episodes", self.head_)
         n_rows = batch.y_query.numel()
         return self._score_outputs(
             logits.reshape(n_rows, -1).cpu().numpy(), batch.y_query.reshape(-1).cpu().numpy(), None
@@ -361,7 +237,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
             return logits, None, self.classes_
         columns, task_columns, n_classes = episodes
         in_task = (
-            torch.arange(self.n_way, device=logits.device)
+            torch.arange(self._episodes()[0], device=logits.device)
             < torch.as_tensor(n_classes[tasks], device=logits.device)[:, None]
         )
         return logits.masked_fill(~in_task, -torch.inf), task_columns[tasks], columns
@@ -407,11 +283,11 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         --------
         >>> import numpy as np
         >>> from sklearn.datasets import load_digits
-        >>> from sklearn_meta import MetaClassifier
+        >>> from sklearn_meta import EpisodicClassifier
         >>> X, y = load_digits(return_X_y=True)
         >>> X = X / 16
         >>> train = y < 7  # meta-train on digits 0-6, adapt to new tasks over 7, 8, 9
-        >>> clf = MetaClassifier(n_way=2, k_shot=5, max_iter=20, random_state=0).fit(X[train], y[train])
+        >>> clf = EpisodicClassifier(n_way=2, k_shot=5, max_iter=20, random_state=0).fit(X[train], y[train])
         >>> rows = np.concatenate([np.flatnonzero(y == c)[:10] for c in (7, 8, 8, 9)])  # two 2-way tasks
         >>> groups = np.repeat(["store A", "store B"], 20)
         >>> support = np.tile(np.arange(10) < 5, 4)  # 5 labelled rows per class
@@ -470,7 +346,7 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         are predicted; the score is the accuracy over all those rows. Tasks
         of ``n_support`` rows or fewer are left out, with a
         :class:`~sklearn_meta.exceptions.SmallTaskWarning`.
-        Episodic mode: ``n_score_episodes`` seeded episodes are drawn from the
+        Episodes (:class:`EpisodicClassifier`): ``n_score_episodes`` seeded episodes are drawn from the
         classes in ``X`` (``groups`` is not used). Otherwise: the accuracy of
         the current model. Early stopping's ``valid_score`` is the same metric.
 
@@ -495,3 +371,198 @@ class MetaClassifier(ClassifierMixin, BaseMetaEstimator):
         if groups is None:
             return super().score(X, y, sample_weight=sample_weight)
         return self._few_shot_score(X, y, groups, sample_weight)
+
+
+@fill_parameters
+class MetaClassifier(BaseMetaClassifier):
+    """Meta-learned classifier over grouped tasks, adapting to a new task from a few labelled rows.
+
+    Rows are grouped into tasks by ``groups`` (a person, school, store), and
+    labels mean the same thing in every task: ``classes_`` is global and set
+    by ``fit``. For N-way K-shot episodes drawn from a pool of classes, whose
+    labels are task-local, use :class:`EpisodicClassifier`.
+
+    By default the last layer is a ridge regression of the one-hot labels on
+    the inputs (no hidden layer), shrunk towards a meta-learned last layer,
+    with a meta-learned penalty and logit scale (R2-D2, Bertinetto et al.
+    2019).
+
+    Parameters
+    ----------
+    {hidden_layer_sizes}
+    {activation}
+    {module}
+    {module_kwargs}
+    {head}
+    {meta_optimizer}
+    {meta_lr}
+    {meta_batch_size}
+    n_support : int or float, default=10
+        Support rows per task, in meta-training and in :meth:`score`. A
+        float is a fraction of the smallest task's rows (every task of a
+        collection adapts on the same number of rows).
+    n_query : int, default=None
+        Query rows per training task; ``None`` for as many as the smallest
+        task leaves after its support rows.
+    {max_iter}
+    {early_stopping}
+    {validation_fraction}
+    {n_iter_no_change}
+    {tol}
+    {compile}
+    {warm_start}
+    {random_state}
+    {device}
+    {n_threads}
+    {verbose}
+    {callbacks}
+    {deprecated}
+    n_way, k_shot, n_score_episodes : deprecated
+        .. deprecated:: 0.3
+           N-way K-shot episodes are :class:`EpisodicClassifier`, with the
+           same arguments: ``n_way`` changed what ``n_support``, ``n_query``,
+           ``classes_`` and ``score`` mean. Set here, they still select
+           episodes with a ``FutureWarning`` (``n_query=None`` meaning 15
+           per class). Removed in 0.4.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        All labels seen in ``fit``.
+    module_ : torch.nn.Module
+        The meta-learned state: ``module_.network`` is the network (its
+        ``body`` and last layer ``head``) holding the meta-learned
+        initialisation, ``module_.head_meta()`` the head's meta-parameters.
+    head_ : Head
+        The fitted copy of the head.
+    adapted_params_ : dict of str to Tensor or None
+        Parameters after :meth:`partial_adapt`.
+    adaptation_state_ : object
+        The head's state after :meth:`partial_adapt`.
+    n_support_, n_query_ : int
+        Support and query rows per training task.
+    n_outputs_ : int
+        Output units of the network.
+    n_iter_ : int
+        Outer updates made.
+    loss_curve_ : list of float
+        Meta-loss of each outer update.
+    history_ : skorch.history.History
+        Training log: one row per outer update.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column names.
+    saved_with_ : dict
+        On a loaded model only: the state format and the sklearn-meta and
+        torch versions that saved it.
+
+    See Also
+    --------
+    EpisodicClassifier : N-way K-shot episodes with task-local labels.
+    MetaRegressor : The regression counterpart.
+
+    Examples
+    --------
+    >>> from sklearn_meta import MetaClassifier
+    >>> from sklearn_meta.datasets import make_classification_tasks
+    >>> X, y, groups = make_classification_tasks(n_tasks=40, random_state=0)
+    >>> clf = MetaClassifier(max_iter=20, random_state=0).fit(X, y, groups=groups)
+    >>> X_new, y_new, _ = make_classification_tasks(n_tasks=1, random_state=1)
+    >>> clf.partial_adapt(X_new[:10], y_new[:10]).predict(X_new[10:20]).shape
+    (10,)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseMetaEstimator._parameter_constraints,
+        "head": [StrOptions({"gradient", "prototypes", "ridge"}), HasMethods(["init", "adapt"])],
+        "n_support": [Interval(Integral, 1, None, closed="left"), Interval(RealNotInt, 0, 1, closed="neither")],
+        "n_query": [Interval(Integral, 1, None, closed="left"), None],
+        **deprecated_constraints(
+            {
+                "n_way": [Interval(Integral, 2, None, closed="left"), None],
+                "k_shot": [Interval(Integral, 1, None, closed="left")],
+                "n_score_episodes": [Interval(Integral, 1, None, closed="left")],
+            },
+            ("n_way", "k_shot", "n_score_episodes"),
+        ),
+    }
+
+    _deprecated_episode_arguments = ("n_way", "k_shot", "n_score_episodes")
+    _head_shortcuts_doc = """
+        - ``"ridge"`` (the default): :class:`~sklearn_meta.heads.RidgeClassifierHead`,
+          ridge regression of the one-hot labels on the features, times a
+          logit scale (R2-D2), shrunk towards the meta-learned last layer;
+          the penalty and the scale are meta-learned. Unlike prototypes it
+          needs no scaling of the inputs.
+        - ``"prototypes"``: :class:`~sklearn_meta.heads.PrototypeHead`, each
+          class's mean support feature (prototypical networks, Snell et al.
+          2017), scored by negative squared distance with a meta-learned
+          scale.
+        - ``"gradient"``: :class:`~sklearn_meta.heads.GradientHead`, inner
+          gradient steps (MAML, Meta-SGD, ANIL).
+
+        The default was chosen from the measurements in the user guide.
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(),
+        activation="relu",
+        *,
+        module=None,
+        module_kwargs=None,
+        head="ridge",
+        meta_optimizer="adam",
+        meta_lr=1e-3,
+        meta_batch_size=25,
+        n_support=10,
+        n_query=None,
+        max_iter=1000,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        compile="auto",
+        warm_start=False,
+        random_state=None,
+        device="cpu",
+        n_threads="auto",
+        verbose=0,
+        callbacks=None,
+        inner_optimizer=DEPRECATED,
+        inner_lr=DEPRECATED,
+        inner_steps=DEPRECATED,
+        adapt_steps=DEPRECATED,
+        first_order=DEPRECATED,
+        recompute_inner=DEPRECATED,
+        adapt_params=DEPRECATED,
+        max_grad_norm=DEPRECATED,
+        n_way=DEPRECATED,
+        k_shot=DEPRECATED,
+        n_score_episodes=DEPRECATED,
+    ):
+        super().__init__(**arguments(locals()))
+
+    @property
+    def _episodic(self) -> bool:  # type: ignore[override]
+        return not is_deprecated(self.n_way) and self.n_way is not None
+
+    def _episodes(self):
+        k_shot = 1 if is_deprecated(self.k_shot) else self.k_shot
+        n_query = _EPISODIC_N_QUERY if self.n_query is None else self.n_query
+        n_episodes = 100 if is_deprecated(self.n_score_episodes) else self.n_score_episodes
+        return self.n_way, k_shot, n_query, n_episodes
+
+    def fit(self, X, y, groups=None):
+        if self._episodic:
+            set_here = {name: getattr(self, name) for name in self._deprecated_episode_arguments}
+            kwargs = ", ".join(f"{k}={v!r}" for k, v in set_here.items() if not is_deprecated(v))
+            warn_deprecated(
+                [name for name, value in set_here.items() if not is_deprecated(value)],
+                f"Episodes are EpisodicClassifier({kwargs}), with the same arguments (n_query: query rows per "
+                "class, 15 by default).",
+            )
+        return super().fit(X, y, groups=groups)
+
+    fit.__doc__ = BaseMetaEstimator.fit.__doc__

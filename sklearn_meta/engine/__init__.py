@@ -1,0 +1,22 @@
+"""The bilevel engine: the meta-loss and meta-gradient of a batch of tasks, and batch adaptation.
+
+Functions of tensors and dicts of tensors over any head; tasks run together
+under :func:`torch.func.vmap`. Nothing here knows about scikit-learn.
+"""
+
+from ._batches import GroupBatch, TaskBatch, batch_size
+from ._evaluate import adapt_one_task, adapt_tasks, predict_tasks
+from ._meta import compiled_meta_loss, evidence_loss, meta_gradient, meta_loss
+
+__all__ = [
+    "GroupBatch",
+    "TaskBatch",
+    "adapt_one_task",
+    "adapt_tasks",
+    "batch_size",
+    "compiled_meta_loss",
+    "evidence_loss",
+    "meta_gradient",
+    "meta_loss",
+    "predict_tasks",
+]

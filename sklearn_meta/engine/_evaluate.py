@@ -1,0 +1,45 @@
+"""Adapting the meta-learned network to new tasks and predicting them, without a graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import vmap
+
+from ..heads import FunctionalNetwork, Head
+
+__all__ = ["adapt_one_task", "adapt_tasks", "predict_tasks"]
+
+Params = dict[str, Tensor]
+
+
+@torch.no_grad()
+def adapt_tasks(
+    net: FunctionalNetwork, head: Head, init_params: Params, head_meta: Any, x: Tensor, y: Tensor, with_state=False
+):
+    """Adapt the meta-learned initialisation to many tasks at once (vectorised).
+
+    ``x`` and ``y`` hold each task's support rows along their first
+    dimension; the returned parameters (and, ``with_state``, the heads'
+    states) carry the task dimension first.
+    """
+
+    def one_task(xs, ys):
+        adapted = head.adapt(net, init_params, head_meta, head.init(init_params, head_meta), xs, ys)
+        return adapted if with_state else adapted[0]
+
+    return vmap(one_task)(x, y)
+
+
+@torch.no_grad()
+def adapt_one_task(net: FunctionalNetwork, head: Head, params: Params, head_meta: Any, state, x: Tensor, y: Tensor):
+    """Continue one task's adaptation from ``params`` and ``state`` (``partial_adapt``)."""
+    return head.adapt_one_task(net, params, head_meta, state, x, y)
+
+
+@torch.no_grad()
+def predict_tasks(net: FunctionalNetwork, task_params: Params, x: Tensor) -> Tensor:
+    """Forward each task's rows ``x[t]`` through its own parameters ``task_params[.][t]``."""
+    return vmap(net.forward)(task_params, x)

@@ -1,0 +1,23 @@
+"""Tasks: rows grouped by ``groups`` (or by class), their support/query sizes, and meta-batch samplers."""
+
+from ._builders import Sampling, class_pool, episode_sampling, grouped_sampling
+from ._grouping import GroupedRows, describe, encode_groups, validate_groups
+from ._samplers import EpisodeSampler, TaskSampler, WholeGroupSampler
+from ._splitting import holdout, split_sizes, support_size
+
+__all__ = [
+    "EpisodeSampler",
+    "GroupedRows",
+    "Sampling",
+    "TaskSampler",
+    "WholeGroupSampler",
+    "class_pool",
+    "describe",
+    "encode_groups",
+    "episode_sampling",
+    "grouped_sampling",
+    "holdout",
+    "split_sizes",
+    "support_size",
+    "validate_groups",
+]
