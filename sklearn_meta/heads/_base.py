@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -69,7 +68,6 @@ class HeadedNetwork(nn.Module):
         return features if part == "features" else self.head(features)
 
 
-@dataclass(frozen=True)
 class FunctionalNetwork:
     """The network as pure functions of its parameters: what a head is given.
 
@@ -91,10 +89,10 @@ class FunctionalNetwork:
         estimator's): each call then holds the module's lock.
     """
 
-    module: nn.Module
-    buffers: dict[str, Tensor]
-    loss: Callable[[Tensor, Tensor], Tensor]
-    shared: bool = False
+    def __init__(
+        self, module: nn.Module, buffers: dict[str, Tensor], loss: Callable[[Tensor, Tensor], Tensor], shared=False
+    ):
+        self.module, self.buffers, self.loss, self.shared = module, buffers, loss, shared
 
     def _call(self, params: Params, x: Tensor, part: str) -> Tensor:
         kwargs = {} if part == "all" else {"part": part}
