@@ -344,3 +344,96 @@ def test_episodic_meta_classifier_is_deprecated_for_episodic_classifier(digits_p
         clf.partial_adapt(X[support], y[support])
     np.testing.assert_array_equal(old.predict_proba(X[~train]), new.predict_proba(X[~train]))
     assert old.score(X[~train], y[~train]) == new.score(X[~train], y[~train])
+
+
+def test_the_old_adapt_steps_on_a_fitted_model_still_adapts_it_with_a_future_warning(sinusoids):
+    # Review finding: set_params(adapt_steps=...) after fit changed how 0.2 adapted; it silently did nothing.
+    X, y, groups, X_test, y_test, _ = sinusoids
+    est = MetaRegressor(**FAST, head=GradientHead(inner_lr=0.1)).fit(X, y, groups=groups)
+    twin = pickle.loads(pickle.dumps(est))
+    with pytest.warns(FutureWarning, match=r"est.head_.set_params\(adapt_steps=5\)"):
+        est.set_params(adapt_steps=5)
+    twin.head_.set_params(adapt_steps=5)
+    for model in (est, twin):
+        model.partial_adapt(X_test[:10], y_test[:10])
+    np.testing.assert_array_equal(est.predict(X_test), twin.predict(X_test))
+    one_step = MetaRegressor(**FAST, head=GradientHead(inner_lr=0.1)).fit(X, y, groups=groups)
+    assert not np.allclose(one_step.partial_adapt(X_test[:10], y_test[:10]).predict(X_test), est.predict(X_test))
+
+
+def test_the_fitted_head_shares_nothing_with_the_deprecated_arguments(sinusoids):
+    X, y, groups, *_ = sinusoids
+    patterns = ["head.*"]
+    with pytest.warns(FutureWarning):
+        est = MetaRegressor(**FAST, head="gradient", adapt_params=patterns).fit(X, y, groups=groups)
+    patterns.append("body.*")
+    assert est.head_.adapt_params == ["head.*"]
+
+
+def test_deprecated_arguments_beside_a_closed_form_head_object_say_to_remove_them(sinusoids):
+    X, y, groups, *_ = sinusoids
+    with pytest.raises(ValueError, match=r"arguments of GradientHead, which head=BayesianRidgeHead\(\) is not"):
+        MetaRegressor(**FAST, head=BayesianRidgeHead(), inner_lr=0.5).fit(X, y, groups=groups)
+    with pytest.raises(ValueError, match=r"head=GradientHead\(inner_lr=0.5, inner_steps=3\)"):
+        MetaRegressor(**FAST, head=GradientHead(inner_steps=3), inner_lr=0.5).fit(X, y, groups=groups)
+
+
+def test_a_head_must_be_a_head_subclass(sinusoids):
+    X, y, groups, *_ = sinusoids
+
+    class Duck:  # init and adapt, but none of the rest of the protocol
+        def init(self, params, meta):
+            return ()
+
+        def adapt(self, net, params, meta, state, x, y):
+            return params, state
+
+    with pytest.raises(InvalidParameterError, match="head"):
+        MetaRegressor(**FAST, head=Duck()).fit(X, y, groups=groups)
+
+
+class PlainSGD:
+    """A user's inner optimizer without equality or a value repr (no dataclass)."""
+
+    def meta_parameters(self, params):
+        return {}
+
+    def init(self, params):
+        return ()
+
+    def update(self, updates, state, params, meta):
+        return {k: -0.05 * u for k, u in updates.items()}, state
+
+
+def test_warm_start_continues_after_the_fitted_heads_adapt_steps_change(sinusoids):
+    # Review finding: warm_start compared the heads' reprs, so adapt_steps (not a training argument) and a
+    # user's optimizer object (an address in its repr, copied by clone) read as "the head changed".
+    X, y, groups, *_ = sinusoids
+    for head in (GradientHead(), GradientHead(inner_optimizer=PlainSGD())):
+        est = MetaRegressor(**{**FAST, "max_iter": 2}, head=head, warm_start=True).fit(X, y, groups=groups)
+        est.head_.set_params(adapt_steps=4)
+        est.set_params(head__adapt_steps=3).fit(X, y, groups=groups)
+        assert est.n_iter_ == 4
+    with pytest.raises(ValueError, match="the head changed"):
+        est.set_params(head=GradientHead(inner_optimizer=PlainSGD(), inner_steps=2)).fit(X, y, groups=groups)
+
+
+def test_the_compile_key_and_the_ranks_agreement_name_a_users_optimizer_without_its_address(sinusoids):
+    from sklearn_meta.estimators._setup import compile_key, prepare_training
+
+    X, y, groups, *_ = sinusoids
+    est = MetaRegressor(**FAST, head=GradientHead(inner_optimizer=PlainSGD()))
+    plans = [prepare_training(clone(est), X, y, groups, (0, 0), None) for _ in range(2)]
+    assert compile_key(est, plans[0]) == compile_key(est, plans[1])
+    assert plans[0].description["head"] == plans[1].description["head"]
+    assert "0x" not in plans[0].description["head"] and "PlainSGD" in plans[0].description["head"]
+    other = prepare_training(clone(est).set_params(head__inner_steps=2), X, y, groups, (0, 0), None)
+    assert other.description["head"] != plans[0].description["head"]  # ranks with other heads disagree
+
+
+def test_episodic_classifier_warm_start_continues_meta_training(digits_pool):
+    # Review finding: a warm fit validated the training pool as one task of at most n_way classes.
+    X, y = digits_pool
+    clf = EpisodicClassifier(**{**FAST, "max_iter": 2}, n_way=3, k_shot=2, warm_start=True).fit(X, y)
+    clf.fit(X, y)
+    assert clf.n_iter_ == 4

@@ -200,3 +200,31 @@ def test_a_0_2_state_that_cannot_be_converted_says_so(sinusoids):
     state["_network_spec_"] = {**state["_network_spec_"], "head": "ridge"}
     with pytest.raises(ValueError, match=r"saved by sklearn-meta 0.2 \(state format 2\) and cannot be converted"):
         MetaRegressor.__new__(MetaRegressor).__setstate__(state)
+
+
+def test_a_0_2_gradient_model_with_parameter_patterns_refits_with_this_versions_names(sinusoids):
+    # Review finding: the loaded estimator's head argument kept 0.2's patterns ("2.*"), which name no
+    # parameter here, so clone and refit failed; only head_ had been converted.
+    from sklearn_meta.optim import masked, scale_by_learned_rate
+
+    X, y, groups, *_ = sinusoids
+    est = joblib.load(V0_2 / "regressor_gradient_metasgd_head.joblib")
+    state = pickle.loads(pickle.dumps(est.__getstate__()))
+    state["_saved_with"] = {**state["_saved_with"], "format": 2}  # back to the 0.2 layout of this file
+    state["_network_spec_"] = {**state["_network_spec_"], "head": "gradient"}
+    state.update(head="gradient", inner_optimizer="meta-sgd", inner_lr=0.01, inner_steps=1, adapt_steps=None,
+                 first_order=False, recompute_inner=False, adapt_params=["2.*"], max_grad_norm=None,
+                 inner_optimizer_=masked(scale_by_learned_rate(0.01), ["2.*"]), inner_state_=None)  # fmt: skip
+    del state["head_"], state["adaptation_state_"]
+    old_names = {"network.body.0.weight": "network.0.weight", "network.body.0.bias": "network.0.bias",
+                 "network.head.weight": "network.2.weight", "network.head.bias": "network.2.bias"}  # fmt: skip
+    state["_module_state"] = {
+        old_names.get(k, k.replace("meta.", "inner.")): v for k, v in state["_module_state"].items()
+    }
+    state["adapted_params_"] = None
+    loaded = MetaRegressor.__new__(MetaRegressor)
+    loaded.__setstate__(state)
+    assert loaded.head_.adapt_params == "head" and loaded.head.get_params() == loaded.head_.get_params()
+    np.testing.assert_array_equal(loaded.predict(X[:20]), est.reset_adaptation().predict(X[:20]))
+    refit = clone(loaded).set_params(max_iter=1).fit(X, y, groups=groups)
+    assert set(refit.module_.head_meta()) == {"head.weight", "head.bias"}

@@ -15,13 +15,13 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, _fit_context
+from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from ..heads import GradientHead
+from ..heads import GradientHead, Head
 from ..training import Ranks, choose, intra_op_threads, mark_warm, train
-from ._heads import GRADIENT_ARGUMENTS, deprecated_constraints
+from ._heads import GRADIENT_ARGUMENTS, deprecated_constraints, is_deprecated, warn_deprecated
 from ._network import ACTIVATIONS
 from ._persistence import PersistenceMixin
 from ._serving import ServingMixin, atomic
@@ -60,7 +60,7 @@ class BaseMetaEstimator(ServingMixin, PersistenceMixin, BaseEstimator):
         "activation": [StrOptions(set(ACTIVATIONS))],
         "module": [callable, None],
         "module_kwargs": [dict, None],
-        "head": [StrOptions({"gradient"}), HasMethods(["init", "adapt"])],
+        "head": [StrOptions({"gradient"}), Head],
         "meta_optimizer": [StrOptions(set(META_OPTIMIZERS)), callable],
         "meta_lr": [Interval(Real, 0, None, closed="neither")],
         "meta_batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -84,6 +84,36 @@ class BaseMetaEstimator(ServingMixin, PersistenceMixin, BaseEstimator):
         for name, value in params.items():
             setattr(self, name, value)
 
+    def set_params(self, **params):
+        """Set the estimator's arguments, as scikit-learn's ``set_params`` does (``head__<argument>`` too).
+
+        They take effect at the next ``fit``. The deprecated ``adapt_steps`` and
+        ``inner_steps`` also change how a fitted gradient head adapts, as they
+        did in 0.2 (with a ``FutureWarning``): set them on the fitted head,
+        ``est.head_.set_params(adapt_steps=...)``, instead.
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator arguments.
+
+        Returns
+        -------
+        self : object
+        """
+        super().set_params(**params)
+        late = {k: v for k, v in params.items() if k in ("inner_steps", "adapt_steps") and not is_deprecated(v)}
+        head = self.__dict__.get("head_")
+        if late and isinstance(head, GradientHead):
+            call = ", ".join(f"{k}={v!r}" for k, v in late.items())
+            warn_deprecated(
+                list(late),
+                f"To adapt a fitted model with other steps, set them on its fitted head: "
+                f"est.head_.set_params({call}); set on the estimator, they belong to the next fit's GradientHead.",
+            )
+            self.head_ = clone(head).set_params(**late)  # a new head: copies of this estimator keep theirs
+        return self
+
     # What subclasses provide -------------------------------------------------
 
     _criterion: type[torch.nn.Module]  # the loss as a module, for skorch's criterion_
@@ -94,8 +124,12 @@ class BaseMetaEstimator(ServingMixin, PersistenceMixin, BaseEstimator):
     def _loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _validate_targets(self, X, y, reset: bool):
-        """Validate ``X, y``; return ``X``, the encoded targets, and the target attributes to set."""
+    def _validate_targets(self, X, y, reset: bool, fit: bool = False):
+        """Validate ``X, y``; return ``X``, the encoded targets, and the target attributes to set.
+
+        ``reset``: a new fit (the fitted feature and target attributes are set afresh); ``fit``: the
+        rows are training rows (also on a warm start), not a task's adaptation rows.
+        """
         raise NotImplementedError
 
     def _target_tensor(self, y_encoded, device) -> torch.Tensor:
@@ -234,7 +268,28 @@ class BaseMetaEstimator(ServingMixin, PersistenceMixin, BaseEstimator):
 
 
 def _differs(old, new) -> bool:
-    """Whether a fitted value and a new one differ (heads compare by class and arguments)."""
-    if hasattr(old, "get_params") and hasattr(new, "get_params"):
-        return type(old) is not type(new) or repr(old.get_params(deep=False)) != repr(new.get_params(deep=False))
-    return old != new
+    """Whether a fitted value and a new one differ for meta-training.
+
+    Heads compare by class and arguments, leaving out ``adapt_steps`` (it
+    changes only how a fitted model adapts); an argument of a class without
+    its own equality (a user's inner optimizer) compares by class.
+    """
+    if type(old) is not type(new):
+        return True
+    if not hasattr(old, "get_params"):
+        return not _same_value(old, new)
+    ours, theirs = old.get_params(deep=False), new.get_params(deep=False)
+    ours.pop("adapt_steps", None)
+    theirs.pop("adapt_steps", None)
+    return ours.keys() != theirs.keys() or not all(_same_value(ours[k], theirs[k]) for k in ours)
+
+
+def _same_value(a, b) -> bool:
+    if type(a) is not type(b):
+        return False
+    if type(a).__eq__ is object.__eq__:  # no equality of its own: identity would always differ after a copy
+        return True
+    try:
+        return bool(np.all(a == b))
+    except Exception:
+        return repr(a) == repr(b)

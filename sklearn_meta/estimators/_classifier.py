@@ -15,12 +15,12 @@ import torch
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
+from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ..exceptions import NotAdaptedError
-from ..heads import GradientHead, PrototypeHead, RidgeClassifierHead
+from ..heads import GradientHead, Head, PrototypeHead, RidgeClassifierHead
 from ..tasks import EpisodeSampler, class_pool, describe, episode_sampling, grouped_sampling
 from ._base import BaseMetaEstimator, arguments
 from ._docstrings import fill_parameters
@@ -71,16 +71,16 @@ class BaseMetaClassifier(ClassifierMixin, BaseMetaEstimator):
 
     # Targets ----------------------------------------------------------------
 
-    def _validate_targets(self, X, y, reset):
+    def _validate_targets(self, X, y, reset, fit=False):
         # The serving fast path: integer labels in a 1-d numpy array are valid classification targets.
-        plain = not reset and type(y) is np.ndarray and y.ndim == 1 and y.dtype.kind in "iu"
+        plain = not reset and not fit and type(y) is np.ndarray and y.ndim == 1 and y.dtype.kind in "iu"
         if plain:
             X = self._validate_rows(X)
             plain = len(y) == len(X)
         if not plain:
             X, y = validate_data(self, X, y, reset=reset, dtype=(np.float64, np.float32))
             check_classification_targets(y)
-        if reset:
+        if reset or (fit and self._episodic):  # episodes: the training pool's own classes, on a warm start too
             labels, codes = np.unique(y, return_inverse=True)
             return X, codes, ({} if self._episodic else {"classes_": labels})
         attributes = {}
@@ -136,7 +136,7 @@ class BaseMetaClassifier(ClassifierMixin, BaseMetaEstimator):
         n_classes = np.bincount(pair_task, minlength=n_tasks)
         if (n_classes == 0).any():
             raise ValueError(
-                "An episodic MetaClassifier takes each task's classes from its support rows, but task(s) "
+                f"An episodic {type(self).__name__} takes each task's classes from its support rows, but task(s) "
                 f"{describe(labels[n_classes == 0])} have no support rows."
             )
         n_way = self._episodes()[0]
@@ -219,7 +219,7 @@ class BaseMetaClassifier(ClassifierMixin, BaseMetaEstimator):
         if self._episodic:
             if not hasattr(self, "classes_"):
                 raise NotAdaptedError(
-                    "An episodic MetaClassifier has no classes until it is adapted: call "
+                    f"An episodic {type(self).__name__} has no classes until it is adapted: call "
                     "partial_adapt(X_support, y_support) with the new task's labelled rows first."
                 )
             logits = logits[:, : len(self.classes_)]
@@ -475,7 +475,7 @@ class MetaClassifier(BaseMetaClassifier):
 
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,
-        "head": [StrOptions({"gradient", "prototypes", "ridge"}), HasMethods(["init", "adapt"])],
+        "head": [StrOptions({"gradient", "prototypes", "ridge"}), Head],
         "n_support": [Interval(Integral, 1, None, closed="left"), Interval(RealNotInt, 0, 1, closed="neither")],
         "n_query": [Interval(Integral, 1, None, closed="left"), None],
         **deprecated_constraints(

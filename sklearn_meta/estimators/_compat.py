@@ -141,6 +141,8 @@ def upgrade_from_0_2(cls, state: dict, module_state: dict) -> tuple[dict, dict]:
 
     # The arguments as this version spells them: what 0.2 called inner_lr=... is head=GradientHead(inner_lr=...).
     changed = {name: value for name, value in old.items() if name != "max_grad_norm" and not _is_default(name, value)}
+    if "adapt_params" in changed:  # 0.2's patterns named 0.2's parameters: the converted head has this version's
+        changed["adapt_params"] = head.adapt_params
     if state.get("head") == "gradient" and changed:
         state["head"] = GradientHead(**changed)
     for name in GRADIENT_ARGUMENTS:

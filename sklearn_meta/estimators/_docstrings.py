@@ -48,8 +48,9 @@ module : callable, default=None
     :class:`torch.nn.LayerNorm` or :class:`torch.nn.GroupNorm`. For rows
     that are flattened images, :class:`sklearn_meta.modules.ConvNet`. A
     module whose signature names ``n_outputs`` builds the whole network,
-    as in 0.2: deprecated (its last ``nn.Linear`` is used as the last
-    layer, with a ``FutureWarning``).""",
+    as in 0.2: deprecated, with a ``FutureWarning``; an ``nn.Sequential``
+    ending in ``nn.Linear`` gives that layer as the last layer, another
+    whole network serves only a gradient head.""",
     "module_kwargs": """\
 module_kwargs : dict, default=None
     Keyword arguments for ``module`` (an error without ``module``).""",
@@ -63,10 +64,10 @@ head : str or Head, default=%
 
     %shortcuts
 
-    The closed-form heads fit the last layer to each task in one solve (in
-    float64) and meta-learn the body through it; each ``partial_adapt``
-    call adds its rows to the fit (the same as adapting on all rows seen
-    since the last reset). ``GradientHead`` takes inner-optimizer steps.""",
+    The closed-form heads fit the last layer to each task in one solve
+    (in float64 for the ridge heads) and meta-learn the body through it;
+    each ``partial_adapt`` call adds its rows to the fit (the same as
+    adapting on all rows seen since the last reset). ``GradientHead`` takes inner-optimizer steps.""",
     "meta_objective": """\
 meta_objective : {"episodes", "marginal_likelihood"}, default="episodes"
     What meta-training maximises.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from numbers import Integral
 
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 
+from ..heads import Head
 from ._base import BaseMetaEstimator, arguments
 from ._classifier import BaseMetaClassifier
 from ._docstrings import fill_parameters
@@ -129,7 +130,7 @@ class EpisodicClassifier(BaseMetaClassifier):
 
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,
-        "head": [StrOptions({"gradient", "prototypes", "ridge"}), HasMethods(["init", "adapt"])],
+        "head": [StrOptions({"gradient", "prototypes", "ridge"}), Head],
         "n_way": [Interval(Integral, 2, None, closed="left")],
         "k_shot": [Interval(Integral, 1, None, closed="left")],
         "n_query": [Interval(Integral, 1, None, closed="left")],

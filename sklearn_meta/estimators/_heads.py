@@ -9,6 +9,7 @@ deprecation convention: the argument's default is ``"deprecated"``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 from sklearn.base import clone
@@ -79,7 +80,7 @@ def resolve_head(estimator, shortcuts: dict[str, Callable[[], Head]], task_type:
         head = shortcuts[spec]()
         if old and isinstance(head, GradientHead):
             warn_deprecated(list(old), f"Use head=GradientHead({_call(old)}) instead.")
-            head.set_params(**old)
+            head.set_params(**copy.deepcopy(old))  # the fitted head shares nothing with the arguments
         elif old:
             warn_deprecated(
                 list(old),
@@ -88,10 +89,15 @@ def resolve_head(estimator, shortcuts: dict[str, Callable[[], Head]], task_type:
             )
     else:
         if old:
+            listed = f"{', '.join(old)} {'is' if len(old) == 1 else 'are'} set on the estimator"
+            if isinstance(spec, GradientHead):
+                instead = clone(spec).set_params(**copy.deepcopy(old))
+                raise ValueError(
+                    f"{listed} and head is a GradientHead object: set {'it' if len(old) == 1 else 'them'} on the "
+                    f"head instead, head={instead!r} (the estimator's inner-loop arguments are deprecated)."
+                )
             raise ValueError(
-                f"{', '.join(old)} {'is' if len(old) == 1 else 'are'} set on the estimator and head is a "
-                f"{type(spec).__name__} object: set {'it' if len(old) == 1 else 'them'} on the head instead, "
-                f"head=GradientHead({_call(old)}) (the estimator's inner-loop arguments are deprecated)."
+                f"{listed}, but they are arguments of GradientHead, which head={spec!r} is not: remove them."
             )
         head = clone(spec, safe=False)  # the fitted head_ never changes with the user's object
     types = getattr(head, "task_types", ("regression", "classification"))

@@ -9,10 +9,10 @@ import torch
 from sklearn.base import RegressorMixin
 from sklearn.metrics import r2_score
 from sklearn.utils import check_array
-from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
+from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import validate_data
 
-from ..heads import BayesianRidgeHead, GradientHead
+from ..heads import BayesianRidgeHead, GradientHead, Head
 from ..tasks import grouped_sampling
 from ._base import BaseMetaEstimator, arguments
 from ._docstrings import fill_parameters
@@ -138,7 +138,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
 
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,
-        "head": [StrOptions({"gradient", "ridge"}), HasMethods(["init", "adapt"])],
+        "head": [StrOptions({"gradient", "ridge"}), Head],
         "meta_objective": [StrOptions({"episodes", "marginal_likelihood"})],
         "n_support": [Interval(Integral, 1, None, closed="left"), Interval(RealNotInt, 0, 1, closed="neither")],
         "n_query": [Interval(Integral, 1, None, closed="left"), None],
@@ -217,7 +217,7 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
                 "BayesianRidgeHead, head='ridge', has one; or set meta_objective='episodes'",
             )
 
-    def _validate_targets(self, X, y, reset):
+    def _validate_targets(self, X, y, reset, fit=False):
         if not reset and _plain_targets(y, self.n_outputs_):
             X = self._validate_rows(X)  # the serving fast path for plain numpy rows and targets
             if len(y) == len(X):

@@ -163,9 +163,6 @@ class ServingMixin:
                 _SERVING[model] = entry
         return entry
 
-    def _current_params(self) -> dict:
-        return self._serving().init_params if self.adapted_params_ is None else self.adapted_params_
-
     def _validate_rows(self, X) -> np.ndarray:
         """``validate_data(self, X, reset=False)`` for prediction, with a fast path for plain arrays.
 

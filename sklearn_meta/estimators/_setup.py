@@ -1,9 +1,10 @@
 """What one ``fit`` trains with, built from the estimator's arguments and the data: a frozen plan.
 
 :func:`prepare_training` validates the data, resolves the head, builds the
-network, the meta-learned model, the sampler and the skorch training object,
-and changes no attribute of the estimator, so a failed preparation leaves a
-fitted model as it was.
+network, the meta-learned model, the sampler and the skorch training object.
+It sets no fitted attribute but the ones scikit-learn's ``validate_data``
+sets (``n_features_in_``, ``feature_names_in_``), which ``fit`` restores when
+it fails, so a failed preparation leaves a fitted model as it was.
 """
 
 from __future__ import annotations
@@ -111,9 +112,9 @@ def build_model(spec: dict, head: Head, seed: int, device, y: torch.Tensor | Non
 
 
 def prepare_training(estimator, X, y, groups, seeds, ranks) -> TrainingPlan:
-    """Validate the data and build everything ``train`` needs, changing no attribute of ``estimator``."""
+    """Validate the data and build everything ``train`` needs (``validate_data``'s attributes aside, nothing is set)."""
     warm = estimator.warm_start and hasattr(estimator, "module_")
-    X, y_encoded, target_attributes = estimator._validate_targets(X, y, reset=not warm)
+    X, y_encoded, target_attributes = estimator._validate_targets(X, y, reset=not warm, fit=True)
     head = resolve_head(estimator, estimator._head_shortcuts, estimator._task_type)
     estimator._check_head(head)
     max_grad_norm = getattr(estimator, "max_grad_norm", None)
@@ -192,6 +193,7 @@ def prepare_training(estimator, X, y, groups, seeds, ranks) -> TrainingPlan:
         description={
             **target_attributes,
             "parameters": [(name, tuple(p.shape)) for name, p in model.named_parameters()],
+            "head": repr(_training_head(head)),
         },
     )
 
@@ -260,14 +262,24 @@ def _described(value):
         return [type(value).__qualname__, _described(value.get_params(deep=False))]
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
-    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    # a repr that shows the object's values (a dataclass); the default one shows its address
+    return type(value).__qualname__ if type(value).__repr__ is object.__repr__ else repr(value)
+
+
+def _training_head(head) -> list:
+    """What of the head meta-training depends on: its class and arguments, ``adapt_steps`` aside."""
+    params = head.get_params(deep=False) if hasattr(head, "get_params") else {}
+    params.pop("adapt_steps", None)
+    return [type(head).__qualname__, _described(params)]
 
 
 def compile_key(estimator, plan: TrainingPlan) -> str:
     """What the compiled meta-loss depends on (see ``training._compiling``): architecture, head, shapes."""
     architecture = sorted((key, repr(_described(value))) for key, value in plan.spec.items())
     shapes = (plan.n_tasks, plan.n_support, plan.n_query, torch.device(plan.device).type)
-    return cache_key(type(estimator).__qualname__, architecture, repr(_described(plan.head)), shapes)
+    return cache_key(type(estimator).__qualname__, architecture, repr(_training_head(plan.head)), shapes)
 
 
 def use_compile(estimator, head: Head, key: str = "") -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 __all__ = ["MetaModel"]
 
@@ -33,9 +33,12 @@ class MetaModel(nn.Module):
         super().__init__()
         self.network = network
         reference = next(network.parameters(), None)
-        leaves, self._head_meta_spec = tree_flatten(head_meta)
+        leaves, spec = tree_flatten(head_meta)
         like = {} if reference is None else {"device": reference.device, "dtype": reference.dtype}
         self.meta = nn.ParameterList([nn.Parameter(t.detach().clone().to(**like)) for t in leaves])
+        # The tree's shape with each leaf's index in ``meta``: plain containers, which copy and pickle
+        # as they are (a TreeSpec warns when deep-copied, as a warm start does).
+        self._head_meta_index = tree_unflatten(list(range(len(leaves))), spec)
 
     def forward(self, x):
         return self.network(x)
@@ -46,4 +49,4 @@ class MetaModel(nn.Module):
 
     def head_meta(self):
         """The head's meta-parameters, in the tree shape its ``meta_parameters`` returned them."""
-        return tree_unflatten(list(self.meta), self._head_meta_spec)
+        return tree_map(lambda index: self.meta[index], self._head_meta_index)
