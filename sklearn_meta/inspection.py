@@ -43,7 +43,7 @@ class _Unadapted(Head):
     def init(self, params, meta):
         return ()
 
-    def adapt(self, net, params, meta, state, x, y):
+    def adapt(self, net, params, meta, state, x, y, mask=None):
         return params, state
 
 

@@ -11,6 +11,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from sklearn_meta import MetaRegressor
 from sklearn_meta.estimators._setup import prepare_training
+from sklearn_meta.exceptions import SmallTaskWarning
 
 from .conftest import FAST
 
@@ -35,8 +36,9 @@ def _random_intercepts(n_groups, rows, seed, between=0.6, noise=0.5):
 
 def test_groups_too_small_for_episodes_all_take_part(sinusoids):
     X, y, groups = _ragged(sinusoids)
-    with pytest.raises(ValueError, match="fewer than n_support"):
-        MetaRegressor(**{**FAST, "n_support": 5}).fit(X, y, groups=groups)
+    with pytest.warns(SmallTaskWarning, match="single row"):  # episodes: all but the one-row groups
+        episodic = MetaRegressor(**{**FAST, "n_support": 5}).fit(X, y, groups=groups)
+    assert (episodic.n_support_, episodic.n_query_) == (5, 3)  # the 8-row groups: 5 support rows, 3 queries
     est = MetaRegressor(**ML, n_support=5).fit(X, y, groups=groups)
     assert (est.n_support_, est.n_query_) == (0, 8)  # no split; up to the largest group's 8 rows
     sizes = np.bincount(groups)

@@ -275,18 +275,19 @@ def test_cuda_matches_cpu(sinusoids):
 
 
 def test_fractional_n_support_is_the_same_rule_in_fit_and_score(sinusoids):
-    # Bug: fit took the fraction of the smallest task, score the fraction of each task.
+    # A fraction of each task's own rows, in fit and in score (it was once the smallest task's in fit).
     X, y, groups, X_test, y_test, groups_test = sinusoids
+    keep = np.ones(len(X), dtype=bool)
+    keep[np.flatnonzero(groups == 0)[10:]] = False  # training task 0: 10 rows; the others: 20
+    est = MetaRegressor(**FAST, n_support=0.5).fit(X[keep], y[keep], groups=groups[keep])
+    assert (est.n_support_, est.n_query_) == (10, 10)  # half of a 20-row task; task 0 adapts on 5 rows
     keep = np.ones(len(X_test), dtype=bool)
-    keep[np.flatnonzero(groups_test == 0)[10:]] = False  # task 0: 10 rows; the others: 20
-    X_test, y_test, groups_test = X_test[keep], y_test[keep], groups_test[keep]
-    est = MetaRegressor(**FAST, n_support=0.5).fit(X, y, groups=groups)
-    assert est.n_support_ == 10  # half of the smallest (20-row) training task
-    fractional = est.score(X_test, y_test, groups=groups_test)
-    # half of the smallest held-out task: 5 support rows for every task
-    assert fractional == est.set_params(n_support=5).score(X_test, y_test, groups=groups_test)
-    assert fractional != est.set_params(n_support=10).score(X_test[groups_test != 0], y_test[groups_test != 0],
-                                                            groups=groups_test[groups_test != 0])  # fmt: skip
+    keep[np.flatnonzero(groups_test == 0)[10:]] = False  # held-out task 0: 10 rows (5 support rows)
+    others = groups_test != 0
+    fractional = est.score(X_test[keep], y_test[keep], groups=groups_test[keep])
+    assert fractional != est.set_params(n_support=5).score(X_test[keep], y_test[keep], groups=groups_test[keep])
+    halves = est.set_params(n_support=0.5).score(X_test[others], y_test[others], groups=groups_test[others])
+    assert halves == est.set_params(n_support=10).score(X_test[others], y_test[others], groups=groups_test[others])
 
 
 class RecordingRegressor(MetaRegressor):

@@ -1,9 +1,21 @@
 """Grouping rows into tasks and sampling support/query splits."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
-from sklearn_meta.tasks import EpisodeSampler, GroupedRows, TaskSampler, WholeGroupSampler, encode_groups
+from sklearn_meta.exceptions import SmallTaskWarning
+from sklearn_meta.tasks import (
+    EpisodeSampler,
+    GroupedRows,
+    TaskSampler,
+    WholeGroupSampler,
+    encode_groups,
+    grouped_sampling,
+)
 
 
 def test_encode_groups_keeps_order_of_first_appearance():
@@ -106,3 +118,52 @@ def test_whole_group_sampler_draws_distinct_groups_and_no_more_than_its_pool_hol
     sampler = WholeGroupSampler(y, y, GroupedRows(codes), torch.tensor([2, 5, 7]), width=4)
     assert sorted(sampler.sample(2, _generator()).y[:, 0, 0].tolist()) in ([2, 5], [2, 7], [5, 7])
     assert sorted(sampler.sample(8, _generator()).y[:, 0, 0].tolist()) == [2, 5, 7]
+
+
+# --- tasks of different sizes ---------------------------------------------------------------------------------
+
+EQUAL_SIZES = Path(__file__).parent / "data" / "equal_sizes"
+
+
+def test_tasks_of_equal_sizes_train_exactly_as_before_ragged_batches():
+    # tests/data/equal_sizes/reference.npz was written by the code before padded, masked batches
+    # (make_reference.py, at commit 9e50a5b): equal-size tasks take no masks, so every bit is the same.
+    spec = importlib.util.spec_from_file_location("make_reference", EQUAL_SIZES / "make_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = np.load(EQUAL_SIZES / "reference.npz")
+    got = module.trajectories()
+    assert sorted(got) == sorted(expected.files)
+    for name in expected.files:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_ragged_tasks_take_their_own_support_and_query_rows():
+    # tasks of 2, 3, 7 and 30 rows, n_support=5, n_query=None: 1+1, 2+1, 5+2 and 5+25 rows
+    sizes = [2, 3, 7, 30]
+    codes = np.repeat(np.arange(4), sizes)
+    X = torch.arange(len(codes), dtype=torch.float32)[:, None]
+    y = torch.as_tensor(codes, dtype=torch.float32)[:, None]
+    sampling = grouped_sampling(X, y, codes, torch.Generator().manual_seed(0), n_support=5, n_query=None)
+    assert (sampling.n_support, sampling.n_query) == (5, 25) and sampling.sampler.ragged
+    batch = sampling.sampler.sample(4, torch.Generator().manual_seed(1))
+    for t in range(4):
+        task = int(batch.y_support[t, 0, 0])
+        s, q = batch.support_mask[t].bool(), batch.query_mask[t].bool()
+        support, query = batch.x_support[t, s, 0].tolist(), batch.x_query[t, q, 0].tolist()
+        n = sizes[task]
+        assert len(support) == min(5, n - 1) and len(query) == n - len(support)
+        # every real row of the task exactly once, and no other task's row
+        assert sorted(support + query) == np.flatnonzero(codes == task).tolist()
+        assert (batch.y_support[t, s] == task).all() and (batch.y_query[t, q] == task).all()
+    capped = grouped_sampling(X, y, codes, torch.Generator().manual_seed(0), n_support=5, n_query=3)
+    assert capped.n_query == 3 and capped.sampler.sample(4, torch.Generator()).query_mask.sum(1).max() == 3
+
+
+def test_one_row_tasks_are_left_out_with_a_warning_and_an_error_only_when_none_is_left():
+    X = torch.zeros(6, 1)
+    with pytest.warns(SmallTaskWarning, match=r"1 of 3 tasks have a single row.*task ids 'b'"):
+        sampling = grouped_sampling(X, X, np.array(list("aaabcc")), torch.Generator(), n_support=2, n_query=None)
+    assert sorted(sampling.sampler.pool.tolist()) == [0, 2]
+    with pytest.raises(ValueError, match="every task has a single row"):
+        grouped_sampling(X[:3], X[:3], np.array([0, 1, 2]), torch.Generator(), n_support=2, n_query=None)

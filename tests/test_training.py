@@ -279,12 +279,12 @@ def test_compile_switch(sinusoids, compile_markers):
     assert not use_compile(MetaRegressor(max_iter=1, compile=True), recomputing)  # its backward pass runs eagerly
 
 
-def _plan(spec=None, head=None, n_tasks=25, n_support=10, n_query=10):
+def _plan(spec=None, head=None, n_tasks=25, n_support=10, n_query=10, ragged=False):
     """What the compile key reads of a training plan."""
     spec = {"hidden_layer_sizes": [40, 40], "activation": "tanh"} if spec is None else spec
     head = BayesianRidgeHead() if head is None else head
     return types.SimpleNamespace(spec=spec, head=head, n_tasks=n_tasks, n_support=n_support, n_query=n_query,
-                                 device="cpu")  # fmt: skip
+                                 ragged=ragged, device="cpu")  # fmt: skip
 
 
 def test_auto_compiles_shorter_fits_once_torch_has_cached_their_shapes(compile_markers):
@@ -303,6 +303,7 @@ def test_the_compile_key_names_the_shapes_the_architecture_and_the_head():
     assert key == compile_key(clone(est), _plan())
     assert key != compile_key(est, _plan(n_support=5))
     assert key != compile_key(est, _plan(n_tasks=32))
+    assert key != compile_key(est, _plan(ragged=True))  # padded batches carry masks: another graph
     assert key != compile_key(est, _plan(spec={"hidden_layer_sizes": [40], "activation": "tanh"}))
     assert key != compile_key(est, _plan(head=GradientHead()))
     assert key != compile_key(est, _plan(head=BayesianRidgeHead(meta_lr_factor=2.0)))

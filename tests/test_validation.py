@@ -1,7 +1,10 @@
 """Bad input gets a clear error and changes nothing; odd but valid input works."""
 
+import copy
+
 import numpy as np
 import pytest
+from sklearn.metrics import r2_score
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_meta import MetaClassifier, MetaRegressor
@@ -47,34 +50,52 @@ def test_non_finite_adaptation_and_score_data(fitted, sinusoids):
     _unchanged(est, expected, X_test)
 
 
-def test_task_with_too_few_rows_is_named(sinusoids, fitted):
+def test_a_one_row_task_is_left_out_of_fit_and_named(sinusoids):
+    # Every group counts: a task of 6 rows adapts on 5 of them (n_support=10); only a task of one row,
+    # which cannot be both adapted to and predicted, is left out, with a warning naming it.
+    X, y, groups, *_ = sinusoids
+    keep = ~((groups == 7) & (np.arange(len(groups)) % 20 >= 6)) & ~((groups == 9) & (np.arange(len(groups)) % 20 >= 1))
+    with pytest.warns(SmallTaskWarning, match=r"1 of 60 tasks have a single row.*task ids 9\)"):
+        est = MetaRegressor(**FAST).fit(X[keep], y[keep], groups=groups[keep])
+    assert (est.n_support_, est.n_query_) == (10, 10)  # the widest task's support and query rows
+
+
+def test_every_task_of_one_row_is_a_clear_error_and_keeps_the_model(sinusoids, fitted):
     X, y, groups, *_ = sinusoids
     est, expected, X_test = fitted
-    keep = ~((groups == 7) & (np.arange(len(groups)) % 20 >= 6))  # task 7 keeps 6 rows
-    with pytest.raises(ValueError, match=r"fewer than n_support \+ 1 = 11 rows \(task ids 7\)"):
-        est.fit(X[keep], y[keep], groups=groups[keep])
+    first = np.arange(len(groups)) % 20 == 0
+    with pytest.raises(ValueError, match="every task has a single row"):
+        est.fit(X[first], y[first], groups=groups[first])
     _unchanged(est, expected, X_test)
 
 
-def test_too_many_query_rows(sinusoids):
+def test_n_query_beyond_what_tasks_leave_takes_what_they_leave(sinusoids):
     X, y, groups, *_ = sinusoids
-    with pytest.raises(ValueError, match="n_query=15 but the smallest task has only 10 rows left"):
-        MetaRegressor(**FAST, n_query=15).fit(X, y, groups=groups)
+    capped = MetaRegressor(**FAST, n_query=15).fit(X, y, groups=groups)
+    assert capped.n_query_ == 10  # 20 rows, 10 support rows: 10 left in every task
+    default = MetaRegressor(**FAST).fit(X, y, groups=groups)
+    assert capped.loss_curve_ == default.loss_curve_
 
 
-def test_score_leaves_out_tasks_too_small_to_score_and_says_so(fitted, sinusoids):
-    # Bug: one held-out task of n_support rows or fewer failed the whole score (on radon, 46 of 85
-    # counties have at most 5 homes, so every split of a cross-validation scored NaN).
+def test_score_adapts_small_tasks_on_what_they_have_and_leaves_out_one_row_tasks(fitted, sinusoids):
+    # Every group counts: a held-out task of 5 rows (n_support=10) adapts on its first 4 rows and scores
+    # the fifth, as partial_adapt on those rows would; a task of one row is left out, with a warning.
     est, expected, X_test = fitted
     *_, y_test, groups_test = sinusoids
-    # tasks of 20, 5, 20 and 3 rows; n_support=10
-    rows = np.concatenate([np.arange(20), np.arange(20, 25), np.arange(40, 60), np.arange(60, 63)])
-    with pytest.warns(SmallTaskWarning, match=r"2 of 4 tasks \(8 rows\) have at most 10 rows .*task ids 1, 3"):
-        score = est.score(X_test[rows], y_test[rows], groups=groups_test[rows])
-    big = np.isin(groups_test[rows], [0, 2])
-    assert score == pytest.approx(est.score(X_test[rows][big], y_test[rows][big], groups=groups_test[rows][big]))
-    with pytest.raises(ValueError, match="no task has more than 10 rows"):
-        est.score(X_test[20:25], y_test[20:25], groups=groups_test[20:25])
+    rows = np.concatenate([np.arange(20), np.arange(20, 25), np.arange(40, 60), [60]])  # 20, 5, 20 and 1 rows
+    X_s, y_s, g_s = X_test[rows], y_test[rows], groups_test[rows]
+    with pytest.warns(SmallTaskWarning, match=r"1 of 4 tasks have a single row .*task ids 3\)"):
+        score = est.score(X_s, y_s, groups=g_s)
+    y_true, y_pred, means = [], [], []
+    for g in np.unique(g_s)[:3]:
+        task = np.flatnonzero(g_s == g)
+        k = min(10, len(task) - 1)
+        pred = copy.deepcopy(est).reset_adaptation().partial_adapt(X_s[task[:k]], y_s[task[:k]]).predict(X_s[task[k:]])
+        y_true.append(y_s[task[k:]]), y_pred.append(pred), means.append(np.full(len(task) - k, y_s[task[k:]].mean()))
+    y_true, y_pred, means = map(np.concatenate, (y_true, y_pred, means))
+    assert score == pytest.approx(r2_score(y_true - means, y_pred - means), rel=1e-5)  # the pooled few-shot R²
+    with pytest.raises(ValueError, match="every task has a single row"):
+        est.score(X_test[[0, 20, 40]], y_test[[0, 20, 40]], groups=groups_test[[0, 20, 40]])
     _unchanged(est, expected, X_test)
 
 
@@ -82,7 +103,7 @@ def test_a_left_out_one_row_task_does_not_shrink_a_fractional_support(sinusoids)
     X, y, groups, X_test, y_test, groups_test = sinusoids
     est = MetaRegressor(**FAST, n_support=0.5).fit(X, y, groups=groups)
     rows = np.concatenate([np.arange(60), [60]])  # three tasks of 20 rows and one of 1 row
-    with pytest.warns(SmallTaskWarning, match=r"first 10 rows \(n_support=0.5\).*1 of 4 tasks \(1 rows\)"):
+    with pytest.warns(SmallTaskWarning, match=r"\(n_support=0.5\).*1 of 4 tasks have a single row"):
         score = est.score(X_test[rows], y_test[rows], groups=groups_test[rows])
     assert score == est.score(X_test[:60], y_test[:60], groups=groups_test[:60])
 

@@ -4,9 +4,9 @@ Functions of tensors and dicts of tensors over any head; tasks run together
 under :func:`torch.func.vmap`. Nothing here knows about scikit-learn.
 """
 
-from ._batches import GroupBatch, TaskBatch, batch_size
+from ._batches import GroupBatch, TaskBatch, batch_size, task_weights
 from ._evaluate import adapt_one_task, adapt_tasks, predict_tasks
-from ._meta import compiled_meta_loss, evidence_loss, meta_gradient, meta_loss
+from ._meta import compiled_meta_loss, evidence_loss, meta_gradient, meta_loss, weighted_mean
 
 __all__ = [
     "GroupBatch",
@@ -19,4 +19,6 @@ __all__ = [
     "meta_gradient",
     "meta_loss",
     "predict_tasks",
+    "task_weights",
+    "weighted_mean",
 ]

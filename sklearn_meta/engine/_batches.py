@@ -6,16 +6,31 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-__all__ = ["GroupBatch", "TaskBatch", "batch_size"]
+__all__ = ["GroupBatch", "TaskBatch", "batch_size", "task_weights"]
 
 
 class TaskBatch(NamedTuple):
-    """Support and query rows of several tasks; the leading dimension is the task."""
+    """Support and query rows of several tasks; the leading dimension is the task.
+
+    Tasks of different sizes (ragged) are padded to one width:
+    ``support_mask`` and ``query_mask`` are 1 at a task's real rows and 0 at
+    its padding, and every head gives padding rows no weight. Both are
+    ``None`` when every task of the collection has the same numbers of
+    support and query rows (no padding: the arithmetic is that of equal-size
+    tasks, to the last bit).
+    """
 
     x_support: Tensor
     y_support: Tensor
     x_query: Tensor
     y_query: Tensor
+    support_mask: Tensor | None = None
+    query_mask: Tensor | None = None
+
+    @property
+    def ragged(self) -> bool:
+        """Whether the batch is padded (its tasks have different sizes)."""
+        return self.query_mask is not None
 
 
 class GroupBatch(NamedTuple):
@@ -30,8 +45,20 @@ class GroupBatch(NamedTuple):
     mask: Tensor
 
 
+def task_weights(batch: TaskBatch) -> Tensor | None:
+    """Each task's weight in the meta-loss of a ragged batch: its number of query rows; ``None``: equal.
+
+    The meta-loss is then the mean loss per query row of the batch, so that
+    a row counts the same in a small group and in a large one, as in a
+    mixed model's likelihood (chosen from measurements: see the user
+    guide's section on small groups). Equal-size batches weigh their tasks
+    equally, which is the same thing.
+    """
+    return None if batch.query_mask is None else batch.query_mask.sum(dim=1)
+
+
 def batch_size(batch: TaskBatch | GroupBatch) -> int:
-    """What a batch's loss is a mean over: its tasks, or the real rows of its whole groups.
+    """What a batch's loss is a mean over: its tasks, or the real rows of its whole groups or ragged tasks.
 
     The history's ``train_batch_size``, and the weight of a rank's loss and
     gradients in a distributed update, so that ranks holding groups of
@@ -39,4 +66,5 @@ def batch_size(batch: TaskBatch | GroupBatch) -> int:
     """
     if isinstance(batch, GroupBatch):
         return int(batch.mask.sum().item())
-    return len(batch.x_support)
+    weights = task_weights(batch)
+    return len(batch.x_support) if weights is None else int(weights.sum().item())

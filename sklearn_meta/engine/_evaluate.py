@@ -17,20 +17,35 @@ Params = dict[str, Tensor]
 
 @torch.no_grad()
 def adapt_tasks(
-    net: FunctionalNetwork, head: Head, init_params: Params, head_meta: Any, x: Tensor, y: Tensor, with_state=False
+    net: FunctionalNetwork,
+    head: Head,
+    init_params: Params,
+    head_meta: Any,
+    x: Tensor,
+    y: Tensor,
+    with_state=False,
+    mask: Tensor | None = None,
 ):
     """Adapt the meta-learned initialisation to many tasks at once (vectorised).
 
     ``x`` and ``y`` hold each task's support rows along their first
-    dimension; the returned parameters (and, ``with_state``, the heads'
-    states) carry the task dimension first.
+    dimension (``mask``: 1 at real rows, 0 at padding, for tasks of
+    different sizes); the returned parameters (and, ``with_state``, the
+    heads' states) carry the task dimension first.
     """
 
     def one_task(xs, ys):
         adapted = head.adapt(net, init_params, head_meta, head.init(init_params, head_meta), xs, ys)
         return adapted if with_state else adapted[0]
 
-    return vmap(one_task)(x, y)
+    if mask is None:
+        return vmap(one_task)(x, y)
+
+    def one_ragged_task(xs, ys, ms):
+        adapted = head.adapt(net, init_params, head_meta, head.init(init_params, head_meta), xs, ys, mask=ms)
+        return adapted if with_state else adapted[0]
+
+    return vmap(one_ragged_task)(x, y, mask)
 
 
 @torch.no_grad()

@@ -17,9 +17,9 @@ from torch.func import vmap
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from ..heads import FunctionalNetwork, Head
-from ._batches import GroupBatch, TaskBatch
+from ._batches import GroupBatch, TaskBatch, task_weights
 
-__all__ = ["compiled_meta_loss", "evidence_loss", "meta_gradient", "meta_loss"]
+__all__ = ["compiled_meta_loss", "evidence_loss", "meta_gradient", "meta_loss", "weighted_mean"]
 
 Params = dict[str, Tensor]
 
@@ -27,16 +27,32 @@ Params = dict[str, Tensor]
 def meta_loss(net: FunctionalNetwork, head: Head, init_params: Params, head_meta: Any, batch) -> Tensor:
     """Mean of the head's episode losses over the tasks of ``batch`` (vectorised).
 
-    For a :class:`GroupBatch`, minus the log marginal likelihood of the
-    groups' rows per row (:func:`evidence_loss`).
+    Tasks of a ragged batch (padded, with masks) are weighted by
+    :func:`~sklearn_meta.engine.task_weights`. For a :class:`GroupBatch`,
+    minus the log marginal likelihood of the groups' rows per row
+    (:func:`evidence_loss`).
     """
     if isinstance(batch, GroupBatch):
         return evidence_loss(net, head, init_params, head_meta, batch)
+    if not batch.ragged:
 
-    def one_task(xs, ys, xq, yq):
-        return head.episode_loss(net, init_params, head_meta, xs, ys, xq, yq)
+        def one_task(xs, ys, xq, yq):
+            return head.episode_loss(net, init_params, head_meta, xs, ys, xq, yq)
 
-    return vmap(one_task)(*batch).mean()
+        return vmap(one_task)(*batch[:4]).mean()
+
+    def one_ragged_task(xs, ys, xq, yq, ms, mq):
+        return head.episode_loss(net, init_params, head_meta, xs, ys, xq, yq, support_mask=ms, query_mask=mq)
+
+    return weighted_mean(vmap(one_ragged_task)(*batch), task_weights(batch))
+
+
+def weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
+    """The mean of ``values`` (one per task, along the first dimension) weighted by ``weights``."""
+    if weights is None:
+        return values.mean(0)
+    weights = weights.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
+    return (values * weights).sum(0) / weights.sum().clamp(min=1)
 
 
 def evidence_loss(net: FunctionalNetwork, head: Head, init_params: Params, head_meta: Any, batch: GroupBatch):
@@ -115,9 +131,18 @@ def _recomputed_meta_gradient(net, head, init_params, head_meta, batch):
     params = {name: p.detach() for name, p in init_params.items()}
     meta = tree_map(torch.Tensor.detach, head_meta)
 
-    def one_task(xs, ys, xq, yq):
-        return head.episode_value_and_grad(net, params, meta, xs, ys, xq, yq)
+    weights = task_weights(batch)
+    if weights is None:
 
-    losses, (param_grads, meta_grads) = vmap(one_task)(*batch)
-    mean = lambda t: t.mean(0)  # noqa: E731
-    return losses.mean(), tree_map(mean, param_grads), tree_map(mean, meta_grads)
+        def one_task(xs, ys, xq, yq):
+            return head.episode_value_and_grad(net, params, meta, xs, ys, xq, yq)
+
+        losses, (param_grads, meta_grads) = vmap(one_task)(*batch[:4])
+    else:
+
+        def one_ragged_task(xs, ys, xq, yq, ms, mq):
+            return head.episode_value_and_grad(net, params, meta, xs, ys, xq, yq, support_mask=ms, query_mask=mq)
+
+        losses, (param_grads, meta_grads) = vmap(one_ragged_task)(*batch)
+    mean = lambda t: weighted_mean(t, weights)  # noqa: E731
+    return mean(losses), tree_map(mean, param_grads), tree_map(mean, meta_grads)

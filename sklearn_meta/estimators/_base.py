@@ -121,7 +121,7 @@ class BaseMetaEstimator(ServingMixin, PersistenceMixin, BaseEstimator):
     _head_shortcuts: dict  # the string values of ``head`` and the heads they build
 
     @staticmethod
-    def _loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def _validate_targets(self, X, y, reset: bool, fit: bool = False):

@@ -20,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ..exceptions import NotAdaptedError
-from ..heads import GradientHead, Head, PrototypeHead, RidgeClassifierHead
+from ..heads import GradientHead, Head, PrototypeHead, RidgeClassifierHead, masked_mean
 from ..tasks import EpisodeSampler, class_pool, describe, episode_sampling, grouped_sampling
 from ._base import BaseMetaEstimator, arguments
 from ._docstrings import fill_parameters
@@ -155,8 +155,10 @@ class BaseMetaClassifier(ClassifierMixin, BaseMetaEstimator):
         return torch.as_tensor(np.asarray(y_encoded, dtype=np.int64), device=device)
 
     @staticmethod
-    def _loss(output, target):
-        return torch.nn.functional.cross_entropy(output, target)
+    def _loss(output, target, mask=None):
+        if mask is None:
+            return torch.nn.functional.cross_entropy(output, target)
+        return masked_mean(torch.nn.functional.cross_entropy(output, target, reduction="none"), mask)
 
     def _score_outputs(self, outputs, y_encoded, codes, sample_weight=None):
         return float(accuracy_score(y_encoded, outputs.argmax(axis=-1), sample_weight=sample_weight))

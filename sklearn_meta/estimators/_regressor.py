@@ -12,7 +12,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import validate_data
 
-from ..heads import BayesianRidgeHead, GradientHead, Head
+from ..heads import BayesianRidgeHead, GradientHead, Head, masked_mean
 from ..tasks import grouped_sampling
 from ._base import BaseMetaEstimator, arguments
 from ._docstrings import fill_parameters
@@ -254,8 +254,10 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         return torch.from_numpy(np.array(y_encoded, dtype=np.float32)).to(device)  # a copy: any strides
 
     @staticmethod
-    def _loss(output, target):
-        return torch.nn.functional.mse_loss(output, target)
+    def _loss(output, target, mask=None):
+        if mask is None:
+            return torch.nn.functional.mse_loss(output, target)
+        return masked_mean(torch.nn.functional.mse_loss(output, target, reduction="none").mean(dim=-1), mask)
 
     def _score_outputs(self, outputs, y_encoded, codes, sample_weight=None):
         # Pooled few-shot R²: r2_score on targets centred on each task's own (weighted)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from numbers import Integral
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -23,8 +22,8 @@ from torch.func import vmap
 from .._warnings import warn
 from ..engine import adapt_one_task, adapt_tasks, predict_tasks
 from ..exceptions import SmallTaskWarning
-from ..heads import FunctionalNetwork, Head
-from ..tasks import GroupedRows, describe, encode_groups, support_size, validate_groups
+from ..heads import FunctionalNetwork, Head, takes_masks
+from ..tasks import GroupedRows, describe, encode_groups, support_sizes, validate_groups
 from ..training import thread_policy
 from ._heads import require
 
@@ -375,8 +374,9 @@ class ServingMixin:
     def _few_shot_outputs(self, X, y, groups, where: str = "score()", head=None):
         """Adapt to each task of ``groups`` on its first rows; predict the rest.
 
-        Every task adapts on the same number of support rows (see
-        ``tasks.support_size``), all of them in one vectorised call; with
+        Each task adapts on its first ``min(n_support, rows - 1)`` rows (or
+        that fraction of its rows: ``tasks.support_sizes``), all tasks in one
+        vectorised call, padded and masked when their sizes differ; with
         ``head``, another head over the same fitted model (the Displays: a
         gradient head with other ``adapt_steps``). Returns the outputs for
         every row (support rows are zero), a boolean mask of the query rows,
@@ -387,18 +387,19 @@ class ServingMixin:
         codes, labels = encode_groups(validate_groups(groups, X))
         device = self._runtime_device()
         sizes = np.bincount(codes)
-        # A fraction of the smallest task that can be scored: a task of one row must not shrink every support set.
-        size = support_size(self.n_support, sizes[sizes > 1] if (sizes > 1).any() else sizes)
-        scored = sizes > size
-        what = f"{where} adapts each task on its first {size} rows (n_support={self.n_support!r}) and scores the rest"
+        n_support = support_sizes(self.n_support, sizes)
+        scored = n_support >= 1  # a task of one row cannot be both adapted to and scored
+        what = (
+            f"{where} adapts each task on its first min(n_support, rows - 1) rows (n_support={self.n_support!r}) "
+            "and scores the rest"
+        )
         if not scored.any():
-            advice = " Lower n_support." if isinstance(self.n_support, Integral) else ""  # a fraction cannot help
-            raise ValueError(f"{what}, but no task has more than {size} rows.{advice}")
+            raise ValueError(f"{what}, but every task has a single row; a task needs at least 2 rows.")
         if not scored.all():
             too_small = np.flatnonzero(~scored)
             warn(
-                f"{what}: {len(too_small)} of {len(sizes)} tasks ({int(sizes[too_small].sum())} rows) have at most "
-                f"{size} rows and are left out of the score (task ids {describe(labels[too_small])}).",
+                f"{what}: {len(too_small)} of {len(sizes)} tasks have a single row and are left out of the "
+                f"score (task ids {describe(labels[too_small])}).",
                 SmallTaskWarning,
             )
         kept = np.flatnonzero(scored[codes])  # the rows of the tasks that are scored
@@ -406,8 +407,17 @@ class ServingMixin:
         kept = torch.as_tensor(kept, device=device)
         X_t = as_float_tensor(X, device)
         y_t = self._target_tensor(y_encoded, device)
-        support, query, query_valid = kept[tasks.rows[:, :size]], kept[tasks.rows[:, size:]], tasks.valid[:, size:]
-        predicted = self._adapt_and_predict(X_t[support], y_t[support], X_t[query], head)
+        n_support, n_rows = n_support[scored], sizes[scored]
+        width, queries = int(n_support.max()), int((n_rows - n_support).max())
+        support_t = torch.as_tensor(n_support, device=device)[:, None]
+        offsets = torch.arange(max(width, queries), device=device)[None, :]
+        support_valid = offsets[:, :width] < support_t
+        query_at = (support_t + offsets[:, :queries]).clamp(max=tasks.rows.shape[1] - 1)
+        query_valid = tasks.valid.gather(1, query_at) & (support_t + offsets[:, :queries] < tasks.rows.shape[1])
+        support, query = kept[tasks.rows[:, :width]], kept[tasks.rows.gather(1, query_at)]
+        ragged = not bool(support_valid.all() and query_valid.all())
+        mask = support_valid.to(X_t.dtype) if ragged else None
+        predicted = self._adapt_and_predict(X_t[support], y_t[support], X_t[query], head, mask)
         outputs = torch.zeros((X.shape[0], self.n_outputs_), device=device)
         outputs[query[query_valid]] = predicted[query_valid]
         is_query = torch.zeros(X.shape[0], dtype=torch.bool, device=device)
@@ -422,11 +432,22 @@ class ServingMixin:
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[mask]
         return self._score_outputs(outputs.cpu().numpy()[mask], y_encoded[mask], codes[mask], weight)
 
-    def _adapt_and_predict(self, x_support, y_support, x_query, head=None) -> torch.Tensor:
-        """Adapt a copy of the meta-learned model to every task at once and predict its query rows."""
+    def _adapt_and_predict(self, x_support, y_support, x_query, head=None, mask=None) -> torch.Tensor:
+        """Adapt a copy of the meta-learned model to every task at once and predict its query rows.
+
+        ``mask``: 1 at the real support rows of tasks of different sizes, 0 at padding.
+        """
         serving = self._serving()
         head = serving.head if head is None else head
-        adapted = adapt_tasks(serving.network, head, serving.init_params, serving.head_meta, x_support, y_support)
+        if mask is not None and not takes_masks(head):
+            raise ValueError(
+                f"The tasks have different numbers of rows, but {type(head).__name__}'s adapt() takes no mask "
+                "argument (see sklearn_meta.heads.Head, 'Tasks of different sizes'): score tasks of equal sizes, "
+                "or add mask=None to it."
+            )
+        adapted = adapt_tasks(
+            serving.network, head, serving.init_params, serving.head_meta, x_support, y_support, mask=mask
+        )
         return predict_tasks(serving.network, adapted, x_query)
 
     def _check_return_std(self) -> None:

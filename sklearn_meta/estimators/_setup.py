@@ -19,8 +19,8 @@ import torch
 from skorch.callbacks import EarlyStopping
 from skorch.history import History
 
-from ..engine import GroupBatch, adapt_tasks, batch_size, evidence_loss, predict_tasks
-from ..heads import FunctionalNetwork, GradientHead, Head
+from ..engine import GroupBatch, adapt_tasks, batch_size, evidence_loss, predict_tasks, task_weights, weighted_mean
+from ..heads import FunctionalNetwork, GradientHead, Head, takes_masks
 from ..training import MetaModel, MetaNet, cache_key, forward_flops, should_compile
 from ._heads import is_deprecated, resolve_head, warn_deprecated
 from ._network import build_network, is_legacy_module, warn_legacy_module
@@ -51,7 +51,9 @@ class TrainingPlan:
     target_attributes : dict
         Fitted attributes of the targets (``classes_``, ``_single_output``).
     n_outputs, n_support, n_query, n_tasks : int
-        Output width; support and query rows per task; tasks per update.
+        Output width; the most support and query rows of a task; tasks per update.
+    ragged : bool
+        Whether the tasks have different sizes (padded, masked batches).
     device : torch.device
     spec : dict
         The network's description (``_network_spec_``).
@@ -75,6 +77,7 @@ class TrainingPlan:
     n_support: int
     n_query: int
     n_tasks: int
+    ragged: bool
     device: torch.device
     spec: dict
     work: float
@@ -134,6 +137,14 @@ def prepare_training(estimator, X, y, groups, seeds, ranks) -> TrainingPlan:
     y_t = estimator._target_tensor(y_encoded, device)
     n_outputs = estimator._n_outputs(y_encoded, target_attributes)
     sampling = estimator._sampling(X_t, y_t, y_encoded, groups, generator)
+    ragged = bool(getattr(sampling.sampler, "ragged", False))
+    if ragged and not takes_masks(head):
+        raise ValueError(
+            f"The training groups have different numbers of rows, so tasks are padded to one size and the "
+            f"head is given masks of their real rows, but {type(head).__name__}'s adapt() and loss() take no "
+            "mask argument (see sklearn_meta.heads.Head, 'Tasks of different sizes'). Add mask=None to them, "
+            "or give groups of equal sizes."
+        )
     # whole groups are drawn without replacement: an update holds at most as many as there are
     n_tasks = sampling.sampler.tasks_per_batch(estimator.meta_batch_size)
     if ranks is not None and n_tasks < ranks.size:  # some rank would hold no task
@@ -186,6 +197,7 @@ def prepare_training(estimator, X, y, groups, seeds, ranks) -> TrainingPlan:
         n_support=sampling.n_support,
         n_query=sampling.n_query,
         n_tasks=n_tasks,
+        ragged=ragged,
         device=device,
         spec=spec,
         work=forward_flops(model.network, X_t, rows),
@@ -237,17 +249,26 @@ def _validation_function(estimator, network: FunctionalNetwork, head: Head, mode
 
         return validate_evidence
     n_tasks, n_query = batch.y_query.shape[:2]
-    codes = np.repeat(np.arange(n_tasks), n_query)
-    y_flat = batch.y_query.flatten(0, 1).cpu().numpy()
+    real = torch.ones(n_tasks, n_query, dtype=torch.bool) if batch.query_mask is None else batch.query_mask.bool()
+    real = real.cpu().numpy().reshape(-1)
+    codes = np.repeat(np.arange(n_tasks), n_query)[real]
+    y_flat = batch.y_query.flatten(0, 1).cpu().numpy()[real]
 
     def validate():
         init_params, head_meta = model.init_params(), model.head_meta()
-        adapted = adapt_tasks(network, head, init_params, head_meta, batch.x_support, batch.y_support)
+        adapted = adapt_tasks(
+            network, head, init_params, head_meta, batch.x_support, batch.y_support, mask=batch.support_mask
+        )
         output = predict_tasks(network, adapted, batch.x_query)
         with torch.no_grad():
-            loss = torch.func.vmap(network.loss)(output, batch.y_query).mean().item()
-        score = estimator._score_outputs(output.reshape(n_tasks * n_query, -1).cpu().numpy(), y_flat, codes)
-        return {"valid_loss": loss, "valid_score": score}, n_tasks
+            if batch.query_mask is None:
+                loss = torch.func.vmap(network.loss)(output, batch.y_query).mean().item()
+            else:
+                losses = torch.func.vmap(network.loss)(output, batch.y_query, batch.query_mask)
+                loss = weighted_mean(losses, task_weights(batch)).item()
+        flat = output.reshape(n_tasks * n_query, -1).cpu().numpy()[real]
+        score = estimator._score_outputs(flat, y_flat, codes)
+        return {"valid_loss": loss, "valid_score": score}, batch_size(batch)
 
     return validate
 
@@ -278,7 +299,7 @@ def _training_head(head) -> list:
 def compile_key(estimator, plan: TrainingPlan) -> str:
     """What the compiled meta-loss depends on (see ``training._compiling``): architecture, head, shapes."""
     architecture = sorted((key, repr(_described(value))) for key, value in plan.spec.items())
-    shapes = (plan.n_tasks, plan.n_support, plan.n_query, torch.device(plan.device).type)
+    shapes = (plan.n_tasks, plan.n_support, plan.n_query, plan.ragged, torch.device(plan.device).type)
     return cache_key(type(estimator).__qualname__, architecture, repr(_training_head(plan.head)), shapes)
 
 

@@ -23,7 +23,7 @@ heads built with their defaults. :class:`Head` is the base class and the
 protocol for writing your own.
 """
 
-from ._base import FunctionalNetwork, Head, HeadedNetwork
+from ._base import FunctionalNetwork, Head, HeadedNetwork, masked_mean, takes_masks
 from ._classification import PrototypeHead, PrototypeState, RidgeClassifierHead, RidgeClassifierState
 from ._gradient import GradientHead
 from ._ridge import BayesianRidgeHead, RidgeState
@@ -39,6 +39,8 @@ __all__ = [
     "RidgeClassifierHead",
     "RidgeClassifierState",
     "RidgeState",
+    "masked_mean",
+    "takes_masks",
 ]
 
 # Public names live here: pickles, skops and the docs name them sklearn_meta.heads.<Name>.

@@ -13,6 +13,7 @@ gradient steps on the parameters it selects.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from collections.abc import Callable
@@ -22,13 +23,21 @@ from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 from torch.func import functional_call
 
-__all__ = ["FunctionalNetwork", "Head", "HeadedNetwork", "Params"]
+__all__ = ["FunctionalNetwork", "Head", "HeadedNetwork", "Params", "masked_mean", "takes_masks"]
 
 #: A network's parameters (or the head's meta-parameters) by name.
 Params = dict[str, Tensor]
 
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """The mean of ``values`` (one per row) over the rows where ``mask`` is 1; the plain mean without a mask."""
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def _module_lock(module: nn.Module) -> threading.RLock:
@@ -82,16 +91,15 @@ class FunctionalNetwork:
     buffers : dict of str to Tensor
         Non-trainable state passed to every call.
     loss : callable
-        ``loss(outputs, targets) -> scalar``: mean squared error for a
-        regressor, cross-entropy on logits for a classifier.
+        ``loss(outputs, targets, mask=None) -> scalar``: mean squared error
+        for a regressor, cross-entropy on logits for a classifier; with
+        ``mask``, the mean over the rows where it is 1.
     shared : bool, default=False
         The module may be called by several threads at once (a fitted
         estimator's): each call then holds the module's lock.
     """
 
-    def __init__(
-        self, module: nn.Module, buffers: dict[str, Tensor], loss: Callable[[Tensor, Tensor], Tensor], shared=False
-    ):
+    def __init__(self, module: nn.Module, buffers: dict[str, Tensor], loss: Callable[..., Tensor], shared=False):
         self.module, self.buffers, self.loss, self.shared = module, buffers, loss, shared
 
     def _call(self, params: Params, x: Tensor, part: str) -> Tensor:
@@ -113,9 +121,11 @@ class FunctionalNetwork:
         """The last layer applied to ``features``."""
         return self._call(params, features, "head")
 
-    def task_loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
-        """The loss of the network with ``params`` on rows ``x`` and targets ``y``."""
-        return self.loss(self.forward(params, x), y)
+    def task_loss(self, params: Params, x: Tensor, y: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The loss of the network with ``params`` on rows ``x`` and targets ``y`` (the rows ``mask`` keeps)."""
+        if mask is None:
+            return self.loss(self.forward(params, x), y)
+        return self.loss(self.forward(params, x), y, mask)
 
 
 class Head(BaseEstimator):
@@ -148,6 +158,16 @@ class Head(BaseEstimator):
     :meth:`meta_parameters` returns, at ``meta_lr_factor`` times the
     estimator's ``meta_lr``.
 
+    **Tasks of different sizes.** Groups have different numbers of rows, so
+    the tasks of a meta-batch are padded to one width and ``adapt``,
+    ``loss`` and ``episode_loss`` receive a ``mask`` (``support_mask``,
+    ``query_mask``): 1 at a task's real rows, 0 at padding rows, which must
+    get no weight (:func:`masked_mean`; a padding row holds a copy of a real
+    row, so it is finite). ``mask`` is ``None`` when every task has the same
+    size. A head whose ``adapt`` and ``loss`` take no ``mask`` still works
+    on tasks of equal size; ``fit`` refuses it, with this advice, when the
+    groups' sizes differ.
+
     A subclass implements :meth:`init` and :meth:`adapt`; the others have
     defaults. Optional capabilities, used when present:
     ``predictive_variance(params, meta, state, features)`` (``predict(X,
@@ -170,8 +190,10 @@ class Head(BaseEstimator):
     ...     def init(self, params, meta):
     ...         return ()
     ...
-    ...     def adapt(self, net, params, meta, state, x, y):
-    ...         shift = (y - net.forward(params, x)).mean(dim=0)
+    ...     def adapt(self, net, params, meta, state, x, y, mask=None):
+    ...         residual = y - net.forward(params, x)
+    ...         weight = torch.ones(len(x)) if mask is None else mask
+    ...         shift = (residual * weight[:, None]).sum(dim=0) / weight.sum()
     ...         return {**params, "head.bias": params["head.bias"] + shift}, state
     >>> X, y, groups = make_sinusoid_tasks(n_tasks=100, random_state=0)
     >>> est = MetaRegressor(head=BiasHead(), max_iter=20, random_state=0).fit(X, y, groups=groups)
@@ -213,8 +235,8 @@ class Head(BaseEstimator):
         """The state of a fresh adaptation of ``params``: before the task's first row."""
         raise NotImplementedError(f"{type(self).__name__} must implement init(params, meta).")
 
-    def adapt(self, net: FunctionalNetwork, params: Params, meta: Any, state: Any, x: Tensor, y: Tensor):
-        """Adapt ``params`` to a task's rows ``x, y``, continuing from ``state``.
+    def adapt(self, net: FunctionalNetwork, params: Params, meta: Any, state: Any, x: Tensor, y: Tensor, mask=None):
+        """Adapt ``params`` to a task's rows ``x, y`` (those ``mask`` keeps), continuing from ``state``.
 
         Returns
         -------
@@ -225,14 +247,26 @@ class Head(BaseEstimator):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement adapt(net, params, meta, state, x, y).")
 
-    def loss(self, net: FunctionalNetwork, params: Params, meta: Any, state: Any, x: Tensor, y: Tensor) -> Tensor:
+    def loss(
+        self, net: FunctionalNetwork, params: Params, meta: Any, state: Any, x: Tensor, y: Tensor, mask=None
+    ) -> Tensor:
         """The loss on a task's query rows after adaptation: by default the estimator's loss of ``params``."""
-        return net.task_loss(params, x, y)
+        return net.task_loss(params, x, y, mask)
 
-    def episode_loss(self, net, params: Params, meta: Any, x_support, y_support, x_query, y_query) -> Tensor:
-        """Meta-training's loss for one task: adapt on the support rows, then :meth:`loss` on the query rows."""
-        adapted, state = self.adapt(net, params, meta, self.init(params, meta), x_support, y_support)
-        return self.loss(net, adapted, meta, state, x_query, y_query)
+    def episode_loss(
+        self, net, params: Params, meta: Any, x_support, y_support, x_query, y_query, support_mask=None, query_mask=None
+    ) -> Tensor:
+        """Meta-training's loss for one task: adapt on the support rows, then :meth:`loss` on the query rows.
+
+        The masks are passed on only when given, so that a head whose
+        ``adapt`` and ``loss`` take no ``mask`` serves tasks of equal size.
+        """
+        state = self.init(params, meta)
+        if support_mask is None and query_mask is None:
+            adapted, state = self.adapt(net, params, meta, state, x_support, y_support)
+            return self.loss(net, adapted, meta, state, x_query, y_query)
+        adapted, state = self.adapt(net, params, meta, state, x_support, y_support, mask=support_mask)
+        return self.loss(net, adapted, meta, state, x_query, y_query, mask=query_mask)
 
     def adapt_one_task(self, net, params: Params, meta: Any, state: Any, x: Tensor, y: Tensor):
         """:meth:`adapt` for one task outside :func:`~torch.func.vmap`, without a graph (``partial_adapt``).
@@ -244,3 +278,21 @@ class Head(BaseEstimator):
     def episode_value_and_grad(self, net, params: Params, meta: Any, x_support, y_support, x_query, y_query):
         """:meth:`episode_loss` and its gradients with respect to ``(params, meta)``, for heads that recompute."""
         raise NotImplementedError(f"{type(self).__name__} does not recompute its adaptation.")
+
+
+def _accepts(method, *names: str) -> bool:
+    parameters = inspect.signature(method).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return True
+    return all(name in parameters for name in names)
+
+
+def takes_masks(head) -> bool:
+    """Whether ``head`` serves tasks of different sizes: its ``adapt`` and ``loss`` take a ``mask``.
+
+    A head that overrides ``episode_loss`` must also take ``support_mask``
+    and ``query_mask`` there.
+    """
+    if not (_accepts(head.adapt, "mask") and _accepts(head.loss, "mask")):
+        return False
+    return _accepts(head.episode_loss, "support_mask", "query_mask")

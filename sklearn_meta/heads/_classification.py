@@ -90,10 +90,12 @@ class RidgeClassifierHead(Head):
             prior = torch.zeros_like(prior)
         return RidgeClassifierState(prior, prior.new_zeros(prior.shape[0], prior.shape[0]), torch.zeros_like(prior))
 
-    def observe(self, state: RidgeClassifierState, features: Tensor, y: Tensor) -> RidgeClassifierState:
-        """Add rows (their features and class codes) to the sufficient statistics."""
+    def observe(self, state: RidgeClassifierState, features: Tensor, y: Tensor, mask=None) -> RidgeClassifierState:
+        """Add rows (their features and class codes; those ``mask`` keeps) to the sufficient statistics."""
         phi = design(features).double()
         labels = one_hot(y, state.prior.shape[1], state.prior.dtype)
+        if mask is not None:
+            phi, labels = phi * mask.double()[:, None], labels * mask.double()[:, None]
         return RidgeClassifierState(state.prior, state.gram + phi.T @ phi, state.moment + phi.T @ labels)
 
     def solve(self, state: RidgeClassifierState, params, meta) -> dict:
@@ -104,31 +106,42 @@ class RidgeClassifierHead(Head):
         weights = torch.cholesky_solve(state.moment + ridge * state.prior, factor)
         return with_last_layer(params, meta["log_logit_scale"].double().exp() * weights)
 
-    def adapt(self, net, params, meta, state: RidgeClassifierState, x: Tensor, y: Tensor):
-        state = self.observe(state, net.features(params, x), y)
+    def adapt(self, net, params, meta, state: RidgeClassifierState, x: Tensor, y: Tensor, mask=None):
+        state = self.observe(state, net.features(params, x), y, mask)
         return self.solve(state, params, meta), state
 
-    def episode_loss(self, net, params, meta, x_support, y_support, x_query, y_query) -> Tensor:
+    def episode_loss(
+        self, net, params, meta, x_support, y_support, x_query, y_query, support_mask=None, query_mask=None
+    ) -> Tensor:
         """:meth:`loss` after observing the support rows from the prior: meta-training's path.
 
         With fewer support rows ``n`` than features ``d`` (plus one), in the
         dual form: ``W = M + Phi^T (Phi Phi^T + lam I)^-1 (Y - Phi M)``, an
-        ``n x n`` solve.
+        ``n x n`` solve. Padding support rows are zero rows of ``Phi`` and
+        of ``Y - Phi M``, which adds nothing to either form.
         """
         n = x_support.shape[0]
         phi_all = design(net.features(params, torch.cat([x_support, x_query]))).double()
         phi, phi_q = phi_all[:n], phi_all[n:]
         dtype = params["head.weight"].dtype
         if n >= phi.shape[1]:
-            state = self.observe(self.init(params, meta), phi[:, :-1], y_support)
+            state = self.observe(self.init(params, meta), phi[:, :-1], y_support, support_mask)
             logits = phi_q @ last_layer(self.solve(state, params, meta)).double()
-            return net.loss(logits.to(dtype), y_query)
+            return _masked_loss(net, logits.to(dtype), y_query, query_mask)
         state = self.init(params, meta)
         ridge = meta["log_ridge"].double().exp()
+        if support_mask is not None:
+            phi = phi * support_mask.double()[:, None]
         factor = cholesky(phi @ phi.T + ridge * torch.eye(n, dtype=phi.dtype, device=phi.device))
         residual = one_hot(y_support, state.prior.shape[1], state.prior.dtype) - phi @ state.prior
+        if support_mask is not None:
+            residual = residual * support_mask.double()[:, None]
         scores = phi_q @ state.prior + (phi_q @ phi.T) @ torch.cholesky_solve(residual, factor)
-        return net.loss((meta["log_logit_scale"].double().exp() * scores).to(dtype), y_query)
+        return _masked_loss(net, (meta["log_logit_scale"].double().exp() * scores).to(dtype), y_query, query_mask)
+
+
+def _masked_loss(net, outputs, y, mask):
+    return net.loss(outputs, y) if mask is None else net.loss(outputs, y, mask)
 
 
 class PrototypeState(NamedTuple):
@@ -181,9 +194,11 @@ class PrototypeHead(Head):
         weight = params["head.weight"]
         return PrototypeState(torch.zeros_like(weight), torch.zeros_like(weight[:, 0]))
 
-    def observe(self, state: PrototypeState, features: Tensor, y: Tensor) -> PrototypeState:
-        """Add rows (their features and class codes) to the per-class sums."""
+    def observe(self, state: PrototypeState, features: Tensor, y: Tensor, mask=None) -> PrototypeState:
+        """Add rows (their features and class codes; those ``mask`` keeps) to the per-class sums."""
         members = one_hot(y, state.counts.shape[0], features.dtype)  # (rows, classes)
+        if mask is not None:
+            members = members * mask.to(features.dtype)[:, None]
         return PrototypeState(state.sums + members.T @ features, state.counts + members.sum(dim=0))
 
     def solve(self, state: PrototypeState, params, meta) -> dict:
@@ -195,6 +210,6 @@ class PrototypeHead(Head):
         bias = torch.where(seen, -scale * (prototypes * prototypes).sum(dim=1), params["head.bias"])
         return {**params, "head.weight": weight, "head.bias": bias}
 
-    def adapt(self, net, params, meta, state: PrototypeState, x: Tensor, y: Tensor):
-        state = self.observe(state, net.features(params, x), y)
+    def adapt(self, net, params, meta, state: PrototypeState, x: Tensor, y: Tensor, mask=None):
+        state = self.observe(state, net.features(params, x), y, mask)
         return self.solve(state, params, meta), state

@@ -142,21 +142,34 @@ class GradientHead(Head):
         optimizer = self.optimizer()
         return optimizer.init(_select(optimizer, params))
 
-    def adapt(self, net, params: Params, meta, state, x: Tensor, y: Tensor):
-        return inner_loop(net, self.optimizer(), params, meta, state, x, y, self.n_adapt_steps)
+    def adapt(self, net, params: Params, meta, state, x: Tensor, y: Tensor, mask=None):
+        return inner_loop(net, self.optimizer(), params, meta, state, x, y, self.n_adapt_steps, mask=mask)
 
     def adapt_one_task(self, net, params: Params, meta, state, x: Tensor, y: Tensor):
         return inner_loop(net, self.optimizer(), params, meta, state, x, y, self.n_adapt_steps, eager=True)
 
-    def episode_loss(self, net, params: Params, meta, x_support, y_support, x_query, y_query) -> Tensor:
+    def episode_loss(
+        self, net, params: Params, meta, x_support, y_support, x_query, y_query, support_mask=None, query_mask=None
+    ) -> Tensor:
         optimizer = self.optimizer()
         state = optimizer.init(_select(optimizer, params))
         adapted, state = inner_loop(
-            net, optimizer, params, meta, state, x_support, y_support, self.inner_steps, first_order=self.first_order
+            net,
+            optimizer,
+            params,
+            meta,
+            state,
+            x_support,
+            y_support,
+            self.inner_steps,
+            first_order=self.first_order,
+            mask=support_mask,
         )
-        return self.loss(net, adapted, meta, state, x_query, y_query)
+        return self.loss(net, adapted, meta, state, x_query, y_query, query_mask)
 
-    def episode_value_and_grad(self, net, params: Params, meta, x_support, y_support, x_query, y_query):
+    def episode_value_and_grad(
+        self, net, params: Params, meta, x_support, y_support, x_query, y_query, support_mask=None, query_mask=None
+    ):
         """:meth:`episode_loss` and its gradient with respect to ``(params, meta)``, recomputing the inner loop.
 
         Each task's inner loop is init / step / loss over the carry (adapted
@@ -183,12 +196,13 @@ class GradientHead(Head):
                 y_support,
                 1,
                 first_order=self.first_order,
+                mask=support_mask,
             )
             return _select(optimizer, params), state
 
         def loss(carry, inputs):
             (adapted, state), (params, meta) = carry, inputs
-            return self.loss(net, {**params, **adapted}, meta, state, x_query, y_query)
+            return self.loss(net, {**params, **adapted}, meta, state, x_query, y_query, query_mask)
 
         return checkpointed_value_and_grad(init, step, loss, (params, meta), self.inner_steps)
 
@@ -198,7 +212,9 @@ def _select(optimizer, params: Params) -> Params:
     return {name: params[name] for name in adapted_names(optimizer, params)}
 
 
-def inner_loop(net, optimizer, params: Params, meta, state, x, y, n_steps: int, *, first_order=False, eager=False):
+def inner_loop(
+    net, optimizer, params: Params, meta, state, x, y, n_steps: int, *, first_order=False, eager=False, mask=None
+):
     """Take ``n_steps`` steps of ``optimizer`` on one task's rows ``x, y``: the one inner loop.
 
     The gradient of ``net.task_loss`` with respect to the adapted parameters
@@ -213,6 +229,9 @@ def inner_loop(net, optimizer, params: Params, meta, state, x, y, n_steps: int, 
       plain autograd, a third of :func:`torch.func.grad`'s cost per step on
       small networks.
 
+    ``mask`` (1 at real rows, 0 at padding) restricts the task loss to the
+    real rows.
+
     Returns the adapted parameters (all of them) and the optimizer's state.
     """
     # The task loss's Hessian-vector product goes to the optimizers that take it (Newton).
@@ -222,7 +241,7 @@ def inner_loop(net, optimizer, params: Params, meta, state, x, y, n_steps: int, 
         gradient = _autograd_gradient if eager else _functional_gradient
     names = adapted_names(optimizer, params)
     for _ in range(n_steps):
-        grads, curvature = gradient(net, params, names, x, y, first_order)
+        grads, curvature = gradient(net, params, names, x, y, first_order, mask)
         if first_order:
             grads = {name: g.detach() for name, g in grads.items()}
         updates, state = optimizer.update(grads, state, {name: params[name] for name in names}, meta, **curvature)
@@ -230,25 +249,25 @@ def inner_loop(net, optimizer, params: Params, meta, state, x, y, n_steps: int, 
     return params, state
 
 
-def _functional_gradient(net, params: Params, names, x, y, first_order):
+def _functional_gradient(net, params: Params, names, x, y, first_order, mask=None):
     # torch.func.grad: differentiable and vmappable. Only the adapted parameters are
     # inputs, so no gradient is computed for a frozen body.
     def loss(adapted):
-        return net.task_loss({**params, **adapted}, x, y)
+        return net.task_loss({**params, **adapted}, x, y, mask)
 
     return grad(loss)({name: params[name] for name in names}), {}
 
 
-def _autograd_gradient(net, params: Params, names, x, y, first_order):
+def _autograd_gradient(net, params: Params, names, x, y, first_order, mask=None):
     # Plain autograd on detached leaves, for one task outside vmap, building no graph.
     leaves = {name: params[name].detach().requires_grad_() for name in names}
     with torch.enable_grad():
-        loss = net.task_loss({**params, **leaves}, x, y)
+        loss = net.task_loss({**params, **leaves}, x, y, mask)
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
     return dict(zip(leaves, grads)), {}
 
 
-def _curvature_gradient(net, params: Params, names, x, y, first_order):
+def _curvature_gradient(net, params: Params, names, x, y, first_order, mask=None):
     # The gradient and the Hessian-vector product on the flattened adapted parameters, both
     # torch.func (a gradient of a gradient), so that they vectorise and are differentiated through.
     adapted = {name: params[name] for name in names}
@@ -256,7 +275,7 @@ def _curvature_gradient(net, params: Params, names, x, y, first_order):
     sizes = [adapted[name].numel() for name in names]
 
     def loss(adapted):
-        return net.task_loss({**params, **adapted}, x, y)
+        return net.task_loss({**params, **adapted}, x, y, mask)
 
     def hvp(vector):
         pieces = torch.split(vector, sizes)

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from ._base import masked_mean
+
 __all__ = ["cholesky", "design", "last_layer", "one_hot", "student_t_nll", "with_last_layer"]
 
 
@@ -42,8 +44,14 @@ def one_hot(y: Tensor, n_classes: int, dtype) -> Tensor:
     return (y[:, None] == torch.arange(n_classes, device=y.device)).to(dtype)
 
 
-def student_t_nll(y: Tensor, mean: Tensor, dof: Tensor, scale2: Tensor) -> Tensor:
-    """Mean negative log-density of ``y`` under Student-t distributions (location, squared scale, dof)."""
+def student_t_nll(y: Tensor, mean: Tensor, dof: Tensor, scale2: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean negative log-density of ``y`` under Student-t distributions (location, squared scale, dof).
+
+    With ``mask`` (one entry per row), the mean over the rows where it is 1.
+    """
     half = (dof + 1) / 2
     log_norm = torch.lgamma(half) - torch.lgamma(dof / 2) - 0.5 * torch.log(dof * math.pi * scale2)
-    return (half * torch.log1p((y - mean) ** 2 / (dof * scale2)) - log_norm).mean()
+    nll = half * torch.log1p((y - mean) ** 2 / (dof * scale2)) - log_norm
+    if mask is None:
+        return nll.mean()
+    return masked_mean(nll.mean(dim=-1), mask.to(nll.dtype))

@@ -112,19 +112,23 @@ class BayesianRidgeHead(Head):
         zero = prior.new_zeros(())
         return RidgeState(prior, prior.new_zeros(prior.shape[0], prior.shape[0]), torch.zeros_like(prior), zero, zero)
 
-    def observe(self, state: RidgeState, features: Tensor, y: Tensor) -> RidgeState:
-        """Add rows (their features and targets) to the sufficient statistics."""
+    def observe(self, state: RidgeState, features: Tensor, y: Tensor, mask: Tensor | None = None) -> RidgeState:
+        """Add rows (their features and targets; those ``mask`` keeps) to the sufficient statistics."""
         phi, y = design(features).double(), y.double()
+        count: int | Tensor = y.numel()
+        if mask is not None:
+            weight = mask.double()[:, None]
+            phi, y, count = phi * weight, y * weight, weight.sum() * y.shape[-1]
         return RidgeState(
             state.prior,
             state.gram + phi.T @ phi,
             state.moment + phi.T @ y,
             state.squares + (y * y).sum(),
-            state.count + y.numel(),
+            state.count + count,
         )
 
-    def adapt(self, net, params, meta, state: RidgeState, x: Tensor, y: Tensor):
-        state = self.observe(state, net.features(params, x), y)
+    def adapt(self, net, params, meta, state: RidgeState, x: Tensor, y: Tensor, mask=None):
+        state = self.observe(state, net.features(params, x), y, mask)
         return self.solve(state, params, meta), state
 
     def _posterior(self, state: RidgeState, meta):
@@ -162,23 +166,27 @@ class BayesianRidgeHead(Head):
         dof, scale2 = self._predictive(state, meta, design(features).double())
         return (scale2 * dof / (dof - 2)).to(features.dtype)
 
-    def loss(self, net, params, meta, state: RidgeState, x: Tensor, y: Tensor) -> Tensor:
-        """The Student-t predictive's mean negative log-likelihood of the rows ``x, y``."""
+    def loss(self, net, params, meta, state: RidgeState, x: Tensor, y: Tensor, mask=None) -> Tensor:
+        """The Student-t predictive's mean negative log-likelihood of the rows ``x, y`` (those ``mask`` keeps)."""
         phi = design(net.features(params, x)).double()
-        return self._design_loss(params, meta, state, phi, y.double()).to(y.dtype)
+        return self._design_loss(params, meta, state, phi, y.double(), mask).to(y.dtype)
 
-    def _design_loss(self, params, meta, state: RidgeState, phi: Tensor, y: Tensor) -> Tensor:
+    def _design_loss(self, params, meta, state: RidgeState, phi: Tensor, y: Tensor, mask=None) -> Tensor:
         """:meth:`loss` from the rows' float64 features with their column of ones."""
         dof, scale2 = self._predictive(state, meta, phi)
-        return student_t_nll(y, phi @ last_layer(params).double(), dof, scale2[:, None])
+        return student_t_nll(y, phi @ last_layer(params).double(), dof, scale2[:, None], mask)
 
-    def episode_loss(self, net, params, meta, x_support, y_support, x_query, y_query) -> Tensor:
+    def episode_loss(
+        self, net, params, meta, x_support, y_support, x_query, y_query, support_mask=None, query_mask=None
+    ) -> Tensor:
         """The mean of :meth:`loss` on the query rows before and after observing the support rows.
 
         With fewer support rows ``n`` than features ``d`` (plus one), the
         Woodbury identity replaces the ``d x d`` solve by an ``n x n`` one,
         with ``K = I + Psi Psi^T``: ``Lambda^-1 Psi^T = Psi^T K^-1``, and the
-        residual sum of squares left unexplained is ``r^T K^-1 r``.
+        residual sum of squares left unexplained is ``r^T K^-1 r``. Padding
+        rows (``support_mask`` 0) are zero rows of the design and of the
+        residuals, which adds nothing to either form.
         """
         # One pass of the body over support and query rows (a row's features do not depend on the others).
         n = x_support.shape[0]
@@ -189,12 +197,17 @@ class BayesianRidgeHead(Head):
         scale, prior = meta["prior_scale"].double(), last_layer(params).double()
         psi_all = phi_all @ scale
         psi, psi_q = psi_all[:n], psi_all[n:]
-        prior_loss = self._prior_loss(meta, phi_q @ prior, psi_q, y_query)
+        prior_loss = self._prior_loss(meta, phi_q @ prior, psi_q, y_query, query_mask)
         if n >= d:
-            state = self.observe(self.init(params, meta), phi[:, :-1], y_support)
-            after = self._design_loss(self.solve(state, params, meta), meta, state, phi_q, y_query)
+            state = self.observe(self.init(params, meta), phi[:, :-1], y_support, support_mask)
+            after = self._design_loss(self.solve(state, params, meta), meta, state, phi_q, y_query, query_mask)
             return ((prior_loss + after) / 2).to(y_support.dtype)
         residual = y_support.double() - phi @ prior
+        count = residual.numel()
+        if support_mask is not None:  # padding support rows: zero rows of Psi and of the residuals
+            weight = support_mask.double()[:, None]
+            residual, psi, count = residual * weight, psi * weight, weight.sum() * residual.shape[1]
+            psi_all = torch.cat([psi, psi_q])
         gram_all = psi_all @ psi.T  # (support + query, support)
         factor = cholesky(torch.eye(n, dtype=phi.dtype, device=phi.device) + gram_all[:n])
         cross = gram_all[n:]  # (query, support)
@@ -203,9 +216,9 @@ class BayesianRidgeHead(Head):
         solved_residual, solved_cross = solved[:, : residual.shape[1]], solved[:, residual.shape[1] :]
         mean = phi_q @ prior + cross @ solved_residual
         spread = (psi_q * psi_q).sum(dim=1) - (cross * solved_cross.T).sum(dim=1)
-        shape = 1 + meta["log_noise_shape"].double().exp() + residual.numel() / 2
+        shape = 1 + meta["log_noise_shape"].double().exp() + count / 2
         noise = meta["log_noise_scale"].double().exp() + (residual * solved_residual).sum() / 2
-        after = student_t_nll(y_query, mean, 2 * shape, (noise / shape * (1 + spread))[:, None])
+        after = student_t_nll(y_query, mean, 2 * shape, (noise / shape * (1 + spread))[:, None], query_mask)
         return ((prior_loss + after) / 2).to(y_support.dtype)
 
     def negative_log_evidence(self, net, params, meta, x: Tensor, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -243,8 +256,8 @@ class BayesianRidgeHead(Head):
         )
         return -log_evidence, count
 
-    def _prior_loss(self, meta, prior_mean, psi_q, y_query):
+    def _prior_loss(self, meta, prior_mean, psi_q, y_query, mask=None):
         """:meth:`loss` before any row is observed: the prior predictive of the query rows."""
         shape = 1 + meta["log_noise_shape"].double().exp()
         scale2 = meta["log_noise_scale"].double().exp() / shape * (1 + (psi_q * psi_q).sum(dim=1))
-        return student_t_nll(y_query, prior_mean, 2 * shape, scale2[:, None])
+        return student_t_nll(y_query, prior_mean, 2 * shape, scale2[:, None], mask)

@@ -3,9 +3,10 @@
 from ._builders import Sampling, class_pool, episode_sampling, grouped_sampling
 from ._grouping import GroupedRows, describe, encode_groups, validate_groups
 from ._samplers import EpisodeSampler, TaskSampler, WholeGroupSampler
-from ._splitting import holdout, split_sizes, support_size
+from ._splitting import TaskSizes, holdout, support_sizes, task_sizes
 
 __all__ = [
+    "TaskSizes",
     "EpisodeSampler",
     "GroupedRows",
     "Sampling",
@@ -17,7 +18,7 @@ __all__ = [
     "episode_sampling",
     "grouped_sampling",
     "holdout",
-    "split_sizes",
-    "support_size",
+    "support_sizes",
+    "task_sizes",
     "validate_groups",
 ]

@@ -11,7 +11,7 @@ from .._warnings import warn
 from ..exceptions import SingleTaskWarning
 from ._grouping import GroupedRows, encode_groups, validate_groups
 from ._samplers import EpisodeSampler, TaskSampler, WholeGroupSampler
-from ._splitting import holdout, split_sizes
+from ._splitting import holdout, task_sizes
 
 __all__ = ["Sampling", "class_pool", "episode_sampling", "grouped_sampling"]
 
@@ -19,8 +19,9 @@ __all__ = ["Sampling", "class_pool", "episode_sampling", "grouped_sampling"]
 class Sampling(NamedTuple):
     """How meta-training draws its batches: the sampler, a fixed validation batch, and the batch shapes.
 
-    ``n_support`` and ``n_query`` are the support and query rows per task
-    (whole groups: 0 and the rows per group in one update).
+    ``n_support`` and ``n_query`` are the most support and query rows of a
+    task, the widths of a batch (whole groups: 0 and the rows per group in
+    one update).
     """
 
     sampler: Any
@@ -43,9 +44,11 @@ def grouped_sampling(
     """Tasks given by ``groups`` (all rows one task when ``None``, with a warning).
 
     ``whole_groups``: every group whole, for the marginal likelihood;
-    otherwise random support/query splits of ``n_support`` and ``n_query``
-    rows. ``validation_fraction``: hold out that fraction of the tasks for a
-    fixed validation batch (early stopping), or ``None``.
+    otherwise random support/query splits: each task adapts on
+    ``min(n_support, its rows - 1)`` rows and predicts the others (up to
+    ``n_query``); see :func:`~sklearn_meta.tasks.task_sizes`.
+    ``validation_fraction``: hold out that fraction of the tasks for a fixed
+    validation batch (early stopping), or ``None``.
     """
     device = X_t.device
     n_samples = X_t.shape[0]
@@ -69,13 +72,15 @@ def grouped_sampling(
     tasks = GroupedRows(codes, device)
     if whole_groups:
         return _whole_groups(X_t, y_t, tasks, generator, n_query, validation_fraction)
-    n_support, n_query = split_sizes(n_support, n_query, tasks.sizes, labels)
-    pool = torch.arange(tasks.n_groups, device=device)
+    sizes = task_sizes(n_support, n_query, tasks.sizes, labels)
+    n_support, n_query = sizes.n_support, sizes.n_query
+    pool = torch.as_tensor(np.flatnonzero(sizes.usable), device=device)
     validation_batch = None
     if validation_fraction is not None:
         valid, pool = holdout(pool, validation_fraction, 1, generator, "tasks")
-        validation_batch = TaskSampler(X_t, y_t, tasks, valid, n_support, n_query).fixed(generator)
-    return Sampling(TaskSampler(X_t, y_t, tasks, pool, n_support, n_query), validation_batch, n_support, n_query)
+        validation_batch = TaskSampler(X_t, y_t, tasks, valid, n_support, n_query, sizes).fixed(generator)
+    sampler = TaskSampler(X_t, y_t, tasks, pool, n_support, n_query, sizes)
+    return Sampling(sampler, validation_batch, n_support, n_query)
 
 
 def _whole_groups(X_t, y_t, tasks: GroupedRows, generator, n_query, validation_fraction) -> Sampling:

@@ -44,16 +44,39 @@ class _PoolSampler:
 
 
 class TaskSampler(_PoolSampler):
-    """Meta-batches of tasks with random support/query splits: ``n_support`` then ``n_query`` rows per task."""
+    """Meta-batches of tasks with random support/query splits: ``n_support`` then ``n_query`` rows per task.
 
-    def __init__(self, X, y, tasks: GroupedRows, pool: Tensor, n_support: int, n_query: int):
+    With ``sizes`` (a :class:`~sklearn_meta.tasks.TaskSizes` of every task)
+    and ``sizes.ragged``, each task takes its own number of support and
+    query rows and the batch is padded to ``n_support`` and ``n_query``
+    rows, with masks; otherwise every task takes ``n_support`` and
+    ``n_query`` rows and the batch has no masks.
+    """
+
+    def __init__(self, X, y, tasks: GroupedRows, pool: Tensor, n_support: int, n_query: int, sizes=None):
         super().__init__(X, y, tasks, pool)
         self.n_support, self.n_query = n_support, n_query
+        self.ragged = sizes is not None and sizes.ragged
+        if self.ragged:
+            device = tasks.rows.device
+            self._support = torch.as_tensor(sizes.support, device=device)
+            self._query = torch.as_tensor(sizes.query, device=device)
 
     def _batch(self, groups, generator):
-        rows = self.tasks.sample_rows(groups, self.n_support + self.n_query, generator)
-        s, q = rows[:, : self.n_support], rows[:, self.n_support :]
-        return TaskBatch(self.X[s], self.y[s], self.X[q], self.y[q])
+        if not self.ragged:
+            rows = self.tasks.sample_rows(groups, self.n_support + self.n_query, generator)
+            s, q = rows[:, : self.n_support], rows[:, self.n_support :]
+            return TaskBatch(self.X[s], self.y[s], self.X[q], self.y[q])
+        # every row of each task in random order (real rows first), then its own split of them
+        rows = self.tasks.sample_rows(groups, self.tasks.rows.shape[1], generator)
+        n_support, n_query = self._support[groups][:, None], self._query[groups][:, None]
+        s = rows[:, : self.n_support]
+        offsets = torch.arange(self.n_query, device=rows.device)
+        q = rows.gather(1, (n_support + offsets).clamp(max=rows.shape[1] - 1))
+        dtype = self.X.dtype
+        support_mask = (torch.arange(self.n_support, device=rows.device) < n_support).to(dtype)
+        query_mask = (offsets < n_query).to(dtype)
+        return TaskBatch(self.X[s], self.y[s], self.X[q], self.y[q], support_mask, query_mask)
 
 
 class WholeGroupSampler(_PoolSampler):

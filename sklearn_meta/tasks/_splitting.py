@@ -1,58 +1,95 @@
-"""Task arithmetic as pure functions: support and query sizes, held-out tasks."""
+"""Task arithmetic as pure functions: each task's support and query sizes, held-out tasks."""
 
 from __future__ import annotations
 
 from numbers import Integral
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from .._warnings import warn
+from ..exceptions import SmallTaskWarning
 from ._grouping import describe
 
-__all__ = ["holdout", "split_sizes", "support_size"]
+__all__ = ["TaskSizes", "holdout", "support_sizes", "task_sizes"]
 
 
-def support_size(n_support, sizes: np.ndarray) -> int:
-    """Support rows per task: ``n_support`` itself, or a fraction of the smallest task.
+class TaskSizes(NamedTuple):
+    """Support and query rows of every task, and whether it takes part (``usable``: at least 2 rows).
 
-    The same rule serves ``fit`` and ``score``: every task of a collection
-    adapts on the same number of rows, so all of them adapt in one
-    vectorised call and their scores are comparable.
+    ``n_support`` and ``n_query`` are the widths of a batch: the most
+    support and query rows of any usable task. ``ragged``: not every usable
+    task has that many (batches are padded and masked).
     """
+
+    support: np.ndarray
+    query: np.ndarray
+    usable: np.ndarray
+
+    @property
+    def n_support(self) -> int:
+        return int(self.support[self.usable].max())
+
+    @property
+    def n_query(self) -> int:
+        return int(self.query[self.usable].max())
+
+    @property
+    def ragged(self) -> bool:
+        used = self.usable
+        return bool((self.support[used] < self.n_support).any() or (self.query[used] < self.n_query).any())
+
+
+def support_sizes(n_support, sizes: np.ndarray) -> np.ndarray:
+    """Support rows of tasks of ``sizes`` rows: ``min(n_support, rows - 1)``, or that fraction of each task.
+
+    A fraction of a task's rows is at least 1 and leaves at least one row
+    to be predicted. The same rule serves ``fit`` and ``score``.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
     if isinstance(n_support, Integral):
-        return int(n_support)
-    return max(1, int(n_support * int(sizes.min())))
-
-
-def split_sizes(n_support, n_query, sizes: np.ndarray, labels, where: str = "fit()") -> tuple[int, int]:
-    """Support and query rows per task for tasks of ``sizes`` rows.
-
-    With one task (no ``groups``), ``n_support`` is capped at half its rows.
-    ``n_query=None`` takes as many rows as the smallest task leaves.
-    """
-    smallest = int(sizes.min())
-    support = support_size(n_support, sizes)
-    if len(sizes) == 1:
-        support = min(support, smallest // 2)
-        if support < 1:
-            raise ValueError(
-                f"Meta-training needs at least 2 samples (1 support, 1 query); got n_samples = {smallest}."
-            )
+        wanted = np.full_like(sizes, int(n_support))
     else:
-        too_small = np.flatnonzero(sizes < support + 1)
-        if len(too_small):
+        wanted = np.maximum(1, (float(n_support) * sizes).astype(np.int64))
+    return np.maximum(np.minimum(wanted, sizes - 1), 0)
+
+
+def task_sizes(n_support, n_query, sizes: np.ndarray, labels, where: str = "fit()") -> TaskSizes:
+    """Support and query rows of every task of ``sizes`` rows: every group counts.
+
+    Each task adapts on ``min(n_support, its rows - 1)`` support rows (or
+    its fraction ``n_support``) and uses its other rows as queries, up to
+    ``n_query`` when set. A task of one row cannot be both adapted to and
+    scored: it is left out with a :class:`~sklearn_meta.exceptions.SmallTaskWarning`,
+    and an error is raised only when no task is left. With one task (no
+    ``groups``), ``n_support`` is at most half its rows.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    support = support_sizes(n_support, sizes)
+    if len(sizes) == 1:
+        support = np.minimum(support, sizes // 2)
+    usable = support >= 1
+    if not usable.any():
+        if len(sizes) == 1:
             raise ValueError(
-                f"{where}: {len(too_small)} task(s) have fewer than n_support + 1 = {support + 1} rows "
-                f"(task ids {describe(labels[too_small])}). Lower n_support or drop those tasks."
+                f"Meta-training needs at least 2 samples (1 support, 1 query); got n_samples = {int(sizes[0])}."
             )
-    available = smallest - support
-    query = available if n_query is None else int(n_query)
-    if query > available:
         raise ValueError(
-            f"n_query={query} but the smallest task has only {available} rows left after its "
-            f"{support} support rows. Lower n_query or n_support, or leave n_query=None."
+            f"{where}: every task has a single row, which cannot be both adapted to and predicted; "
+            "a task needs at least 2 rows (1 support row, 1 query row)."
         )
-    return support, query
+    if not usable.all():
+        small = np.flatnonzero(~usable)
+        warn(
+            f"{where}: {len(small)} of {len(sizes)} tasks have a single row, which cannot be both adapted to "
+            f"and predicted, and are left out of meta-training (task ids {describe(labels[small])}).",
+            SmallTaskWarning,
+        )
+    query = sizes - support
+    if n_query is not None:
+        query = np.minimum(query, int(n_query))
+    return TaskSizes(support, np.where(usable, query, 0), usable)
 
 
 def holdout(pool: torch.Tensor, fraction: float, minimum: int, generator: torch.Generator, what: str = "tasks"):

@@ -136,7 +136,7 @@ class Ranks:
     def shard(self, batch: TaskBatch | GroupBatch) -> TaskBatch | GroupBatch:
         """This rank's tasks (or groups) of a meta-batch drawn identically on every rank."""
         start, stop = self.bounds(len(batch[0]))
-        return type(batch)(*(t[start:stop] for t in batch))
+        return type(batch)(*(None if t is None else t[start:stop] for t in batch))
 
     def exchange(self, tensors: list[Tensor], weight: float) -> tuple[list[Tensor], float, bool]:
         """Average ``tensors`` over the ranks, weighted by ``weight``, in one ``all_reduce``.
