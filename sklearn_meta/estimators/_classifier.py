@@ -401,11 +401,13 @@ class MetaClassifier(BaseMetaClassifier):
     {meta_batch_size}
     n_support : int or float, default=10
         Support rows per task, in meta-training and in :meth:`score`. A
-        float is a fraction of the smallest task's rows (every task of a
-        collection adapts on the same number of rows).
+        task adapts on ``min(n_support, its rows - 1)`` rows, so that every
+        task of two rows or more counts; a float is a fraction of each
+        task's own rows. One-row tasks are left out with a
+        :class:`~sklearn_meta.exceptions.SmallTaskWarning`.
     n_query : int, default=None
-        Query rows per training task; ``None`` for as many as the smallest
-        task leaves after its support rows.
+        Query rows per training task: at most ``n_query`` of the rows its
+        support leaves; ``None`` uses all of them.
     {max_iter}
     {early_stopping}
     {validation_fraction}
@@ -442,7 +444,8 @@ class MetaClassifier(BaseMetaClassifier):
     adaptation_state_ : object
         The head's state after :meth:`partial_adapt`.
     n_support_, n_query_ : int
-        Support and query rows per training task.
+        Support and query rows per training task: the most of any task
+        (smaller tasks use fewer, masked).
     n_outputs_ : int
         Output units of the network.
     n_iter_ : int

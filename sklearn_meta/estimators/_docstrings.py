@@ -73,8 +73,9 @@ meta_objective : {"episodes", "marginal_likelihood"}, default="episodes"
     What meta-training maximises.
 
     - ``"episodes"``: how well each task's query rows are predicted after
-      adapting on ``n_support`` of its rows (MAML, R2-D2). Only tasks with
-      more than ``n_support`` rows take part.
+      adapting on ``n_support`` of its rows (MAML, R2-D2). Every task of
+      two rows or more takes part (a smaller one adapts on all its rows
+      but one); the meta-loss is the mean loss per query row.
     - ``"marginal_likelihood"`` (a head with a marginal likelihood:
       :class:`~sklearn_meta.heads.BayesianRidgeHead`): the marginal
       likelihood of all the rows of every training group, the last layer's

@@ -58,11 +58,14 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
     {meta_batch_size}
     n_support : int or float, default=10
         Support rows per task: the rows a task adapts on, in meta-training
-        and in :meth:`score`. A float is a fraction of the smallest task's
-        rows (every task of a collection adapts on the same number of rows).
+        and in :meth:`score`. A task adapts on ``min(n_support, its rows -
+        1)`` rows, so that every task of two rows or more counts; a float is
+        a fraction of each task's own rows. Tasks of different sizes run in
+        padded, masked batches; one-row tasks are left out with a
+        :class:`~sklearn_meta.exceptions.SmallTaskWarning`.
     n_query : int, default=None
-        Query rows per training task; ``None`` uses as many as the smallest
-        task leaves after its support rows. With
+        Query rows per training task: at most ``n_query`` of the rows its
+        support leaves; ``None`` uses all of them. With
         ``meta_objective="marginal_likelihood"``, the most rows of a group
         in one update; ``None``: all of them.
     {max_iter}
@@ -95,9 +98,10 @@ class MetaRegressor(RegressorMixin, BaseMetaEstimator):
         The head's state after :meth:`partial_adapt` (the closed forms'
         sufficient statistics, the inner optimizer's state).
     n_support_, n_query_ : int
-        Support and query rows per task used in meta-training (with
+        Support and query rows per task used in meta-training: the most of
+        any task (smaller tasks use fewer, masked). With
         ``meta_objective="marginal_likelihood"``: 0, and the rows per group
-        in one update).
+        in one update.
     n_outputs_ : int
         Number of outputs.
     n_iter_ : int

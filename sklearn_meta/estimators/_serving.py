@@ -19,11 +19,9 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 from torch.func import vmap
 
-from .._warnings import warn
 from ..engine import adapt_one_task, adapt_tasks, predict_tasks
-from ..exceptions import SmallTaskWarning
 from ..heads import FunctionalNetwork, Head, takes_masks
-from ..tasks import GroupedRows, describe, encode_groups, support_sizes, validate_groups
+from ..tasks import GroupedRows, check_single_rows, describe, encode_groups, support_sizes, validate_groups
 from ..training import thread_policy
 from ._heads import require
 
@@ -393,15 +391,7 @@ class ServingMixin:
             f"{where} adapts each task on its first min(n_support, rows - 1) rows (n_support={self.n_support!r}) "
             "and scores the rest"
         )
-        if not scored.any():
-            raise ValueError(f"{what}, but every task has a single row; a task needs at least 2 rows.")
-        if not scored.all():
-            too_small = np.flatnonzero(~scored)
-            warn(
-                f"{what}: {len(too_small)} of {len(sizes)} tasks have a single row and are left out of the "
-                f"score (task ids {describe(labels[too_small])}).",
-                SmallTaskWarning,
-            )
+        check_single_rows(scored, labels, what, "the score")
         kept = np.flatnonzero(scored[codes])  # the rows of the tasks that are scored
         tasks = GroupedRows(np.cumsum(scored)[codes[kept]] - 1, device)
         kept = torch.as_tensor(kept, device=device)

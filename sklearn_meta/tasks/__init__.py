@@ -3,7 +3,7 @@
 from ._builders import Sampling, class_pool, episode_sampling, grouped_sampling
 from ._grouping import GroupedRows, describe, encode_groups, validate_groups
 from ._samplers import EpisodeSampler, TaskSampler, WholeGroupSampler
-from ._splitting import TaskSizes, holdout, support_sizes, task_sizes
+from ._splitting import TaskSizes, check_single_rows, holdout, support_sizes, task_sizes
 
 __all__ = [
     "TaskSizes",
@@ -12,6 +12,7 @@ __all__ = [
     "Sampling",
     "TaskSampler",
     "WholeGroupSampler",
+    "check_single_rows",
     "class_pool",
     "describe",
     "encode_groups",

@@ -12,7 +12,7 @@ from .._warnings import warn
 from ..exceptions import SmallTaskWarning
 from ._grouping import describe
 
-__all__ = ["TaskSizes", "holdout", "support_sizes", "task_sizes"]
+__all__ = ["TaskSizes", "check_single_rows", "holdout", "support_sizes", "task_sizes"]
 
 
 class TaskSizes(NamedTuple):
@@ -55,6 +55,26 @@ def support_sizes(n_support, sizes: np.ndarray) -> np.ndarray:
     return np.maximum(np.minimum(wanted, sizes - 1), 0)
 
 
+def check_single_rows(usable: np.ndarray, labels, where: str, left_out_of: str) -> None:
+    """Refuse tasks that all have a single row; warn about the one-row tasks left out of ``left_out_of``.
+
+    A task of one row cannot be both adapted to and predicted. The one rule
+    of ``fit``, ``score`` and the Displays.
+    """
+    if not usable.any():
+        raise ValueError(
+            f"{where}: every task has a single row, which cannot be both adapted to and predicted; "
+            "a task needs at least 2 rows (1 support row, 1 query row)."
+        )
+    if not usable.all():
+        small = np.flatnonzero(~usable)
+        warn(
+            f"{where}: {len(small)} of {len(usable)} tasks have a single row, which cannot be both adapted to "
+            f"and predicted, and are left out of {left_out_of} (task ids {describe(labels[small])}).",
+            SmallTaskWarning,
+        )
+
+
 def task_sizes(n_support, n_query, sizes: np.ndarray, labels, where: str = "fit()") -> TaskSizes:
     """Support and query rows of every task of ``sizes`` rows: every group counts.
 
@@ -75,17 +95,7 @@ def task_sizes(n_support, n_query, sizes: np.ndarray, labels, where: str = "fit(
             raise ValueError(
                 f"Meta-training needs at least 2 samples (1 support, 1 query); got n_samples = {int(sizes[0])}."
             )
-        raise ValueError(
-            f"{where}: every task has a single row, which cannot be both adapted to and predicted; "
-            "a task needs at least 2 rows (1 support row, 1 query row)."
-        )
-    if not usable.all():
-        small = np.flatnonzero(~usable)
-        warn(
-            f"{where}: {len(small)} of {len(sizes)} tasks have a single row, which cannot be both adapted to "
-            f"and predicted, and are left out of meta-training (task ids {describe(labels[small])}).",
-            SmallTaskWarning,
-        )
+    check_single_rows(usable, labels, where, "meta-training")
     query = sizes - support
     if n_query is not None:
         query = np.minimum(query, int(n_query))
