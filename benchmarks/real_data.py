@@ -159,6 +159,8 @@ CONFIGS: dict[str, dict] = {
     # trained on every training group's marginal likelihood, as a mixed model is: all groups count
     "marginal likelihood": {"meta_objective": "marginal_likelihood"},
     "marginal likelihood, linear": {"meta_objective": "marginal_likelihood", "hidden_layer_sizes": ()},
+    # at most 20 query rows per task: a 116-home county weighs no more than 20 rows in a batch
+    "n_query 20": {"n_query": 20},
 }
 #: The configurations run by default (the others: --configs).
 DEFAULT_CONFIGS = ["default", "linear ridge head", "Meta-SGD", "marginal likelihood"]
