@@ -34,17 +34,26 @@ def meta_loss(net: FunctionalNetwork, head: Head, init_params: Params, head_meta
     """
     if isinstance(batch, GroupBatch):
         return evidence_loss(net, head, init_params, head_meta, batch)
+
+    def one_task(*rows, **masks):
+        return head.episode_loss(net, init_params, head_meta, *rows, **masks)
+
+    return weighted_mean(over_tasks(one_task, batch), task_weights(batch))
+
+
+def over_tasks(episode, batch: TaskBatch):
+    """``episode(x_support, y_support, x_query, y_query)`` of every task of ``batch``, vectorised.
+
+    A ragged batch also passes each task's ``support_mask`` and ``query_mask``;
+    an equal-size batch passes none, so that heads without masks work there.
+    """
     if not batch.ragged:
+        return vmap(episode)(*batch[:4])
 
-        def one_task(xs, ys, xq, yq):
-            return head.episode_loss(net, init_params, head_meta, xs, ys, xq, yq)
+    def masked_episode(xs, ys, xq, yq, ms, mq):
+        return episode(xs, ys, xq, yq, support_mask=ms, query_mask=mq)
 
-        return vmap(one_task)(*batch[:4]).mean()
-
-    def one_ragged_task(xs, ys, xq, yq, ms, mq):
-        return head.episode_loss(net, init_params, head_meta, xs, ys, xq, yq, support_mask=ms, query_mask=mq)
-
-    return weighted_mean(vmap(one_ragged_task)(*batch), task_weights(batch))
+    return vmap(masked_episode)(*batch)
 
 
 def weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
@@ -131,18 +140,10 @@ def _recomputed_meta_gradient(net, head, init_params, head_meta, batch):
     params = {name: p.detach() for name, p in init_params.items()}
     meta = tree_map(torch.Tensor.detach, head_meta)
 
+    def one_task(*rows, **masks):
+        return head.episode_value_and_grad(net, params, meta, *rows, **masks)
+
+    losses, (param_grads, meta_grads) = over_tasks(one_task, batch)
     weights = task_weights(batch)
-    if weights is None:
-
-        def one_task(xs, ys, xq, yq):
-            return head.episode_value_and_grad(net, params, meta, xs, ys, xq, yq)
-
-        losses, (param_grads, meta_grads) = vmap(one_task)(*batch[:4])
-    else:
-
-        def one_ragged_task(xs, ys, xq, yq, ms, mq):
-            return head.episode_value_and_grad(net, params, meta, xs, ys, xq, yq, support_mask=ms, query_mask=mq)
-
-        losses, (param_grads, meta_grads) = vmap(one_ragged_task)(*batch)
     mean = lambda t: weighted_mean(t, weights)  # noqa: E731
     return mean(losses), tree_map(mean, param_grads), tree_map(mean, meta_grads)
