@@ -11,6 +11,7 @@ from sklearn_meta import MetaClassifier, MetaRegressor
 from sklearn_meta.engine import TaskBatch, adapt_tasks, batch_size, meta_gradient, meta_loss
 from sklearn_meta.exceptions import SmallTaskWarning
 from sklearn_meta.heads import (
+    BayesianLogisticHead,
     BayesianRidgeHead,
     FunctionalNetwork,
     GradientHead,
@@ -43,6 +44,7 @@ HEADS = {
     "ridge classifier": (RidgeClassifierHead(), "classification"),
     "ridge classifier, to zero": (RidgeClassifierHead(shrink_to_head=False), "classification"),
     "prototypes": (PrototypeHead(), "classification"),
+    "bayesian logistic": (BayesianLogisticHead(), "classification"),
     "MAML": (GradientHead(inner_steps=2, inner_lr=0.3), "regression"),
     "first-order MAML": (GradientHead(inner_steps=2, inner_lr=0.3, first_order=True), "regression"),
     "recomputed MAML": (GradientHead(inner_steps=3, inner_lr=0.3, recompute_inner=True), "regression"),
@@ -105,7 +107,7 @@ def test_a_ragged_batch_equals_its_tasks_one_by_one(name, width):
     assert batch_size(batch) == sum(query)  # a distributed rank's weight: its query rows
 
 
-@pytest.mark.parametrize("name", ["bayesian ridge", "prototypes", "MAML"])
+@pytest.mark.parametrize("name", ["bayesian ridge", "prototypes", "MAML", "bayesian logistic"])
 def test_ragged_batch_adaptation_equals_adapting_each_task_alone(name):
     head, task_type = HEADS[name]
     network, params, meta, batch, tasks = _problem(head, task_type, [1, 4, 6], [2, 2, 2], 5)

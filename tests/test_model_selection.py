@@ -109,9 +109,9 @@ def test_get_params_set_params_and_clone():
     assert repr(twin) == repr(est) and twin is not est and twin.head is not est.head
     assert est.set_params(head__first_order=True, meta_lr=0.1) is est
     assert est.head.first_order is True and est.meta_lr == 0.1
-    # the marginal likelihood is the Bayesian linear regression head's: MetaRegressor only
+    # both estimators take the same arguments (a marginal likelihood: the Bayesian ridge and logistic heads')
     episodic = {"n_way", "k_shot", "n_score_episodes"}  # deprecated: EpisodicClassifier's
-    assert set(MetaClassifier().get_params()) == set(MetaRegressor().get_params()) - {"meta_objective"} | episodic
+    assert set(MetaClassifier().get_params()) == set(MetaRegressor().get_params()) | episodic
 
 
 def test_grid_search_on_a_dask_cluster_gives_the_n_jobs_1_results(sinusoids, routing):

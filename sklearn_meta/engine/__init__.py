@@ -5,7 +5,7 @@ under :func:`torch.func.vmap`. Nothing here knows about scikit-learn.
 """
 
 from ._batches import GroupBatch, TaskBatch, batch_size, task_weights
-from ._evaluate import adapt_one_task, adapt_tasks, predict_tasks
+from ._evaluate import adapt_one_task, adapt_tasks, moderates, predict_tasks
 from ._meta import compiled_meta_loss, evidence_loss, meta_gradient, meta_loss, weighted_mean
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "evidence_loss",
     "meta_gradient",
     "meta_loss",
+    "moderates",
     "predict_tasks",
     "task_weights",
     "weighted_mean",

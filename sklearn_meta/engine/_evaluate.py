@@ -10,7 +10,7 @@ from torch.func import vmap
 
 from ..heads import FunctionalNetwork, Head
 
-__all__ = ["adapt_one_task", "adapt_tasks", "predict_tasks"]
+__all__ = ["adapt_one_task", "adapt_tasks", "moderates", "predict_tasks"]
 
 Params = dict[str, Tensor]
 
@@ -54,7 +54,25 @@ def adapt_one_task(net: FunctionalNetwork, head: Head, params: Params, head_meta
     return head.adapt_one_task(net, params, head_meta, state, x, y)
 
 
+def moderates(head) -> bool:
+    """Whether ``head`` predicts through its posterior (``predictive_outputs``), so predictions need its state."""
+    return callable(getattr(head, "predictive_outputs", None))
+
+
 @torch.no_grad()
-def predict_tasks(net: FunctionalNetwork, task_params: Params, x: Tensor) -> Tensor:
-    """Forward each task's rows ``x[t]`` through its own parameters ``task_params[.][t]``."""
-    return vmap(net.forward)(task_params, x)
+def predict_tasks(
+    net: FunctionalNetwork, task_params: Params, x: Tensor, head=None, head_meta=None, states=None, state_dims=0
+) -> Tensor:
+    """Forward each task's rows ``x[t]`` through its own parameters ``task_params[.][t]``.
+
+    With a ``head`` that :func:`moderates`, its ``predictive_outputs`` from
+    each task's state (``states``, the task dimension at ``state_dims``:
+    ``None`` for one state shared by every task).
+    """
+    if head is None or not moderates(head):
+        return vmap(net.forward)(task_params, x)
+
+    def one_task(params, state, xs):
+        return head.predictive_outputs(params, head_meta, state, net.features(params, xs))
+
+    return vmap(one_task, in_dims=(0, state_dims, 0))(task_params, states, x)

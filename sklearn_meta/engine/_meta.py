@@ -77,7 +77,8 @@ def evidence_loss(net: FunctionalNetwork, head: Head, init_params: Params, head_
         return head.negative_log_evidence(net, init_params, head_meta, x, y, mask)
 
     nll, count = vmap(one_group)(*batch)
-    return (nll.sum() / count.sum().clamp(min=1)).to(batch.y.dtype)
+    # The parameters' float dtype: a classifier's targets are class codes.
+    return (nll.sum() / count.sum().clamp(min=1)).to(batch.x.dtype)
 
 
 def compiled_meta_loss(net: FunctionalNetwork, head: Head) -> Callable:

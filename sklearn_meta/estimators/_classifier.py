@@ -20,11 +20,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from ..exceptions import NotAdaptedError
-from ..heads import GradientHead, Head, PrototypeHead, RidgeClassifierHead, masked_mean
+from ..heads import BayesianLogisticHead, GradientHead, Head, PrototypeHead, RidgeClassifierHead, masked_mean
 from ..tasks import EpisodeSampler, class_pool, describe, episode_sampling, grouped_sampling
 from ._base import BaseMetaEstimator, arguments
 from ._docstrings import fill_parameters
-from ._heads import DEPRECATED, deprecated_constraints, is_deprecated, warn_deprecated
+from ._heads import DEPRECATED, deprecated_constraints, is_deprecated, require, warn_deprecated
 from ._serving import as_float_tensor, check_support_targets, diverged
 
 _EPISODIC_N_QUERY = 15  # query rows per class of MetaClassifier(n_way=...)'s episodes, when n_query is None
@@ -67,6 +67,7 @@ class BaseMetaClassifier(ClassifierMixin, BaseMetaEstimator):
             "ridge": lambda: RidgeClassifierHead(shrink_to_head=shrink),
             "prototypes": PrototypeHead,
             "gradient": GradientHead,
+            "logistic": BayesianLogisticHead,
         }
 
     # Targets ----------------------------------------------------------------
@@ -180,6 +181,7 @@ class BaseMetaClassifier(ClassifierMixin, BaseMetaEstimator):
                 generator,
                 n_support=self.n_support,
                 n_query=self.n_query,
+                whole_groups=getattr(self, "meta_objective", "episodes") == "marginal_likelihood",
                 validation_fraction=validation_fraction,
             )
         n_way, k_shot, n_query, _ = self._episodes()
@@ -396,6 +398,7 @@ class MetaClassifier(BaseMetaClassifier):
     {module}
     {module_kwargs}
     {head}
+    {meta_objective}
     {meta_optimizer}
     {meta_lr}
     {meta_batch_size}
@@ -480,7 +483,8 @@ class MetaClassifier(BaseMetaClassifier):
 
     _parameter_constraints: dict = {
         **BaseMetaEstimator._parameter_constraints,
-        "head": [StrOptions({"gradient", "prototypes", "ridge"}), Head],
+        "head": [StrOptions({"gradient", "logistic", "prototypes", "ridge"}), Head],
+        "meta_objective": [StrOptions({"episodes", "marginal_likelihood"})],
         "n_support": [Interval(Integral, 1, None, closed="left"), Interval(RealNotInt, 0, 1, closed="neither")],
         "n_query": [Interval(Integral, 1, None, closed="left"), None],
         **deprecated_constraints(
@@ -504,6 +508,12 @@ class MetaClassifier(BaseMetaClassifier):
           class's mean support feature (prototypical networks, Snell et al.
           2017), scored by negative squared distance with a meta-learned
           scale.
+        - ``"logistic"``: :class:`~sklearn_meta.heads.BayesianLogisticHead`,
+          Bayesian softmax regression on the features with a meta-learned
+          prior, each task's posterior by a Laplace approximation, and
+          probabilities integrated over it: a logistic mixed model (GLMM)
+          with learned features; it has a marginal likelihood
+          (``meta_objective="marginal_likelihood"``).
         - ``"gradient"``: :class:`~sklearn_meta.heads.GradientHead`, inner
           gradient steps (MAML, Meta-SGD, ANIL).
 
@@ -518,6 +528,7 @@ class MetaClassifier(BaseMetaClassifier):
         module=None,
         module_kwargs=None,
         head="ridge",
+        meta_objective="episodes",
         meta_optimizer="adam",
         meta_lr=1e-3,
         meta_batch_size=25,
@@ -552,6 +563,19 @@ class MetaClassifier(BaseMetaClassifier):
     @property
     def _episodic(self) -> bool:  # type: ignore[override]
         return not is_deprecated(self.n_way) and self.n_way is not None
+
+    def _check_head(self, head) -> None:
+        if self.meta_objective == "marginal_likelihood":
+            if self._episodic:
+                raise ValueError(
+                    "meta_objective='marginal_likelihood' fits grouped tasks, not N-way episodes (n_way is set)."
+                )
+            require(
+                head,
+                "negative_log_evidence",
+                "meta_objective='marginal_likelihood'",
+                "BayesianLogisticHead, head='logistic', has one; or set meta_objective='episodes'",
+            )
 
     def _episodes(self):
         k_shot = 1 if is_deprecated(self.k_shot) else self.k_shot

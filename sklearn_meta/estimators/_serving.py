@@ -19,7 +19,7 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 from torch.func import vmap
 
-from ..engine import adapt_one_task, adapt_tasks, predict_tasks
+from ..engine import adapt_one_task, adapt_tasks, moderates, predict_tasks
 from ..heads import FunctionalNetwork, Head, takes_masks
 from ..tasks import GroupedRows, check_single_rows, describe, encode_groups, support_sizes, validate_groups
 from ..training import thread_policy
@@ -256,23 +256,28 @@ class ServingMixin:
         X = self._validate_rows(X)
         device, network, head = serving.device, serving.network, serving.head
         params = serving.init_params if self.adapted_params_ is None else self.adapted_params_
-        if not return_variance and X.shape[0] <= _PREDICT_CHUNK:  # the serving hot path: one forward pass
+        moderated = moderates(head)
+        if not (return_variance or moderated) and X.shape[0] <= _PREDICT_CHUNK:  # the serving hot path
             with torch.inference_mode():
                 return network.forward(params, as_float_tensor(X, device))
         outputs = torch.empty((X.shape[0], self.n_outputs_), device=device)
         variance = torch.empty(X.shape[0], device=device) if return_variance else None
         state = self.adaptation_state_
-        if return_variance and state is None:
+        if (return_variance or moderated) and state is None:
             state = head.init(params, serving.head_meta)  # the prior: no adaptation yet
         with torch.inference_mode():
             for start in range(0, X.shape[0], _PREDICT_CHUNK):
                 chunk = as_float_tensor(X[start : start + _PREDICT_CHUNK], device)
                 rows = slice(start, start + len(chunk))
                 # Copy out: a chunk's output can keep a far larger buffer alive.
-                if return_variance:
+                if return_variance or moderated:
                     features = network.features(params, chunk)
-                    outputs[rows] = network.output(params, features)
-                    variance[rows] = head.predictive_variance(params, serving.head_meta, state, features)
+                    if moderated:
+                        outputs[rows] = head.predictive_outputs(params, serving.head_meta, state, features)
+                    else:
+                        outputs[rows] = network.output(params, features)
+                    if return_variance:
+                        variance[rows] = head.predictive_variance(params, serving.head_meta, state, features)
                 else:
                     outputs[rows] = network.forward(params, chunk)
         return (outputs, variance) if return_variance else outputs
@@ -326,6 +331,7 @@ class ServingMixin:
         support_start = np.concatenate([[0], np.cumsum(n_support)[:-1]])
         n_parameters = sum(p.numel() for p in init_params.values())
         max_tasks = max(1, _TASK_PARAMETER_CHUNK // max(1, n_parameters))
+        with_state = return_variance or moderates(serving.head)  # the head's state serves the predictions
 
         with torch.no_grad():  # not inference_mode: the gradient head's inner loop differentiates
             # Tasks by support size, then by rows: each chunk of equal support size is one vectorised call,
@@ -339,7 +345,7 @@ class ServingMixin:
                 query_t = torch.as_tensor(query, device=device)
                 if k == 0:
                     params = {name: p.expand(len(chunk), *p.shape) for name, p in init_params.items()}
-                    state = serving.head.init(init_params, serving.head_meta) if return_variance else None
+                    state = serving.head.init(init_params, serving.head_meta) if with_state else None
                     state_dims = None
                 else:
                     positions = torch.as_tensor(
@@ -353,14 +359,15 @@ class ServingMixin:
                         serving.head_meta,
                         x_support,
                         y_t[positions],
-                        return_variance,
+                        with_state,
                     )
-                    params, state = adapted if return_variance else (adapted, None)
+                    params, state = adapted if with_state else (adapted, None)
                     state_dims = 0
                 x_query = X_t[query_t]
                 valid_t = torch.as_tensor(valid, device=device)
                 target = query_t[valid_t]
-                outputs[target] = predict_tasks(network, params, x_query)[valid_t]
+                predicted = predict_tasks(network, params, x_query, serving.head, serving.head_meta, state, state_dims)
+                outputs[target] = predicted[valid_t]
                 if return_variance:
                     spread = vmap(_predictive_variance(serving), in_dims=(0, state_dims, 0))(params, state, x_query)
                     variance[target] = spread[valid_t]
@@ -435,10 +442,12 @@ class ServingMixin:
                 "argument (see sklearn_meta.heads.Head, 'Tasks of different sizes'): score tasks of equal sizes, "
                 "or add mask=None to it."
             )
+        with_state = moderates(head)
         adapted = adapt_tasks(
-            serving.network, head, serving.init_params, serving.head_meta, x_support, y_support, mask=mask
+            serving.network, head, serving.init_params, serving.head_meta, x_support, y_support, with_state, mask=mask
         )
-        return predict_tasks(serving.network, adapted, x_query)
+        params, state = adapted if with_state else (adapted, None)
+        return predict_tasks(serving.network, params, x_query, head, serving.head_meta, state)
 
     def _check_return_std(self) -> None:
         require(self.head_, "predictive_variance", "return_std=True", "BayesianRidgeHead has one")

@@ -19,7 +19,16 @@ import torch
 from skorch.callbacks import EarlyStopping
 from skorch.history import History
 
-from ..engine import GroupBatch, adapt_tasks, batch_size, evidence_loss, predict_tasks, task_weights, weighted_mean
+from ..engine import (
+    GroupBatch,
+    adapt_tasks,
+    batch_size,
+    evidence_loss,
+    moderates,
+    predict_tasks,
+    task_weights,
+    weighted_mean,
+)
 from ..heads import FunctionalNetwork, GradientHead, Head, takes_masks
 from ..training import MetaModel, MetaNet, cache_key, forward_flops, should_compile
 from ._heads import is_deprecated, resolve_head, warn_deprecated
@@ -256,10 +265,12 @@ def _validation_function(estimator, network: FunctionalNetwork, head: Head, mode
 
     def validate():
         init_params, head_meta = model.init_params(), model.head_meta()
+        with_state = moderates(head)
         adapted = adapt_tasks(
-            network, head, init_params, head_meta, batch.x_support, batch.y_support, mask=batch.support_mask
+            network, head, init_params, head_meta, batch.x_support, batch.y_support, with_state, batch.support_mask
         )
-        output = predict_tasks(network, adapted, batch.x_query)
+        params, state = adapted if with_state else (adapted, None)
+        output = predict_tasks(network, params, batch.x_query, head, head_meta, state)
         with torch.no_grad():
             if batch.query_mask is None:
                 loss = torch.func.vmap(network.loss)(output, batch.y_query).mean().item()
