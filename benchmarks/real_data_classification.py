@@ -83,8 +83,8 @@ EPS = 1e-12
 GLMM = "GLMM (GPBoost)"
 BASELINES = ["pooled logistic", "pooled HGB", "logistic on K rows", GLMM]
 CONFIGS = {
-    "ridge": {"head": "ridge"},
-    "logistic, diagonal": {"head": BayesianLogisticHead(covariance="diagonal")},
+    "ridge, meta_lr 1e-3": {"head": "ridge", "meta_lr": 1e-3},  # 0.3's default
+    "logistic, diagonal, meta_lr 1e-3": {"head": BayesianLogisticHead(covariance="diagonal"), "meta_lr": 1e-3},
     "logistic, diagonal, meta_lr 3e-3": {"head": BayesianLogisticHead(covariance="diagonal"), "meta_lr": 3e-3},
     "logistic, full, meta_lr 3e-3": {"head": BayesianLogisticHead(covariance="full"), "meta_lr": 3e-3},
     "logistic, diagonal, marginal likelihood, meta_lr 1e-2": {
@@ -270,7 +270,9 @@ def check_glmm(beta, cov_pars, tasks, X, y) -> float:
     worst = 0.0
     for s, q in tasks:
         phi = torch.as_tensor(np.column_stack([X[s], np.ones(len(s))]))
-        mode, factor, _ = head._laplace(meta, prior, phi, torch.as_tensor(y[s]), torch.ones(len(s), dtype=torch.float64))
+        mode, factor, _ = head._laplace(
+            meta, prior, phi, torch.as_tensor(y[s]), torch.ones(len(s), dtype=torch.float64)
+        )
         phi_q = torch.as_tensor(np.column_stack([X[q], np.ones(len(q))]))
         psi = phi_q @ scale
         mean = phi_q @ prior + psi @ mode
@@ -418,27 +420,53 @@ def ci(values) -> str:
     return f"{values.mean():+.3f} ± {t_half_width(values):.3f}"
 
 
+def _full_repr(value) -> str:
+    """``repr`` with every argument shown, so that a later change of a default does not change its meaning."""
+    from sklearn import config_context
+
+    with config_context(print_changed_only=False):
+        return repr(value)
+
+
+def is_default(config) -> bool:
+    """Whether ``config`` (arguments, or their reprs as the JSON keeps them) is what ``MetaClassifier()`` fits."""
+    est = MetaClassifier()
+
+    def head_repr(head):  # a string shortcut as the head it builds
+        name = head.strip("'\"") if isinstance(head, str) else None
+        return _full_repr(est._head_shortcuts[name]()) if name in est._head_shortcuts else str(head)
+
+    given = {k: v if isinstance(v, str) else _full_repr(v) for k, v in config.items()}
+    if "head" not in given or head_repr(given.pop("head")) != head_repr(est.head):
+        return False
+    defaults = {k: _full_repr(v) for k, v in est.get_params(deep=False).items() if k != "head"}
+    return all(given.get(k, v) == v for k, v in defaults.items())
+
+
+def rerender(output):
+    """Rebuild ``results/<output>.md`` (and the plot) from its JSON: no fits."""
+    saved = json.loads((RESULTS / f"{output}.json").read_text())
+    report(saved["records"], saved["header"], saved["header"]["configs"], output)
+
+
 def report(records, header, configs, output):
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in ("proba", "truth")} for r in records])
     methods = BASELINES + list(configs)
-    default = MetaClassifier().get_params()
-    default_meta = [
-        m
-        for m, c in configs.items()
-        if all(repr(default[key]) == repr(value) for key, value in c.items()) and "meta_lr" not in c
-    ]
-    default = default["head"]
+    default_meta = [m for m, c in configs.items() if is_default(c)]
+    default = MetaClassifier().get_params()["head"]
     lines = [
         "# Few-shot classification on grouped binary data (benchmarks/real_data_classification.py)",
         "",
         f"Command: `{header['command']}`  ",
         f"Machine: {header['machine']}  ",
         f"Wall time: {header['seconds'] / 60:.1f} min; seeds {header['settings']['seeds']}, "
-        f"max_iter {header['settings']['max_iter']}; MetaClassifier's default head at run time: {default!r} "
+        f"max_iter {header['settings']['max_iter']}; MetaClassifier's default head when these tables were "
+        f"written: {default!r} "
         f"(configuration {default_meta[0] if default_meta else 'none'!r}).  ",
         f"GPBoost's conditioning against BayesianLogisticHead's Laplace approximation with the GLMM's parameters: "
         f"largest difference {df['glmm_check'].max():.1e} (latent mean and variance).",
         "",
+        *([f"Note: {header['note']}", ""] if header.get("note") else []),
         "Means over seeds of each seed's mean over new groups (ECE: over all query rows of a seed). "
         "Paired columns: the method minus the GLMM, mean ± 95% t half-width over seeds (negative = lower).",
         "",
@@ -466,9 +494,25 @@ def report(records, header, configs, output):
             header_row = ["method"] + [label for _, label in METRICS] + ["log loss - GLMM", "ECE - GLMM", "seconds"]
             lines.append(markdown_table(header_row, rows))
             lines.append("")
+    if default_meta:
+        lines += ["## The default against the GLMM at each data set's largest K", ""]
+        rows = []
+        for name in df["dataset"].unique():
+            sub = df[df["dataset"] == name]
+            k = sub["k"].max()
+            at = sub[sub["k"] == k]
+            ref = at[at["method"] == GLMM].set_index("seed")
+            m = at[at["method"] == default_meta[0]].set_index("seed")
+            rows.append([name, k] + [ci((m[key] - ref[key]).dropna()) for key in ("log_loss", "ece")])
+        lines += [markdown_table(["data set", "K", "log loss - GLMM", "ECE - GLMM"], rows), ""]
     text = "\n".join(lines)
     path = write_result(output, text)
-    (RESULTS / f"{output}.json").write_text(json.dumps({"header": header, "records": records}))
+    largest = df.groupby("dataset")["k"].max().to_dict()
+    kept = [
+        r if r["k"] == largest[r["dataset"]] else {k: v for k, v in r.items() if k not in ("proba", "truth")}
+        for r in records
+    ]  # fmt: skip  (the rows' predictions only where the reliability plot needs them)
+    (RESULTS / f"{output}.json").write_text(json.dumps({"header": header, "records": kept}))
     plot(records, methods, output)
     print(text)
     print(f"wrote {path}")
@@ -513,7 +557,11 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", default="real_data_classification")
+    parser.add_argument("--rerender", action="store_true", help="rebuild the results from their JSON (no fits)")
     args = parser.parse_args(argv)
+    if args.rerender:
+        rerender(args.output)
+        return
     seeds = list(range(args.seeds if args.seeds is not None else (2 if args.quick else 5)))
     max_iter = args.max_iter if args.max_iter is not None else (QUICK_MAX_ITER if args.quick else DEFAULT_MAX_ITER)
     configs = {name: CONFIGS[name] for name in args.configs}
@@ -531,7 +579,7 @@ def main(argv=None):
         "machine": machine_line(),
         "seconds": time.perf_counter() - started,
         "settings": {"seeds": seeds, "shots": args.shots, "max_iter": max_iter, "jobs": args.jobs},
-        "configs": {name: {k: repr(v) for k, v in c.items()} for name, c in configs.items()},
+        "configs": {name: {k: _full_repr(v) for k, v in c.items()} for name, c in configs.items()},
     }
     report(records, header, configs, args.output)
 

@@ -25,11 +25,16 @@ from _common import RESULTS, machine_line, markdown_table, median, write_result
 
 from sklearn_meta import MetaClassifier
 from sklearn_meta.datasets import make_classification_tasks
+from sklearn_meta.heads import BayesianLogisticHead
 
 HEADS = {
     "ridge (RidgeClassifierHead)": {"head": "ridge"},
-    "logistic (BayesianLogisticHead)": {"head": "logistic"},
-    "logistic, marginal likelihood": {"head": "logistic", "meta_objective": "marginal_likelihood"},
+    "logistic (BayesianLogisticHead), full": {"head": BayesianLogisticHead(covariance="full")},
+    "logistic, diagonal": {"head": BayesianLogisticHead(covariance="diagonal")},
+    "logistic, diagonal, marginal likelihood": {
+        "head": BayesianLogisticHead(covariance="diagonal"),
+        "meta_objective": "marginal_likelihood",
+    },
     "prototypes": {"head": "prototypes"},
 }
 BODIES = {"no body (default)": (), "MLP (32,)": (32,)}

@@ -11,7 +11,8 @@ ESTIMATORS = [
     MetaRegressor(
         hidden_layer_sizes=(16,), meta_objective="marginal_likelihood", max_iter=100, meta_lr=1e-2, random_state=0
     ),
-    MetaClassifier(hidden_layer_sizes=(16,), max_iter=100, meta_lr=1e-2, random_state=0),
+    # the classifier's defaults: no body and the Bayesian logistic head
+    MetaClassifier(max_iter=100, meta_lr=1e-2, random_state=0),
 ]
 
 

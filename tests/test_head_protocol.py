@@ -15,7 +15,14 @@ from skorch.callbacks import GradientNormClipping
 from torch import nn
 
 from sklearn_meta import EpisodicClassifier, MetaClassifier, MetaRegressor
-from sklearn_meta.heads import BayesianRidgeHead, GradientHead, Head, PrototypeHead, RidgeClassifierHead
+from sklearn_meta.heads import (
+    BayesianLogisticHead,
+    BayesianRidgeHead,
+    GradientHead,
+    Head,
+    PrototypeHead,
+    RidgeClassifierHead,
+)
 
 from .conftest import FAST
 
@@ -89,7 +96,8 @@ def test_grid_search_over_a_heads_arguments(sinusoids):
     [
         (MetaRegressor(), BayesianRidgeHead()),
         (MetaRegressor(head="gradient"), GradientHead()),
-        (MetaClassifier(), RidgeClassifierHead()),
+        (MetaClassifier(), BayesianLogisticHead()),
+        (MetaClassifier(head="ridge"), RidgeClassifierHead()),
         (MetaClassifier(head="prototypes"), PrototypeHead()),
         (EpisodicClassifier(), RidgeClassifierHead(shrink_to_head=False)),
     ],

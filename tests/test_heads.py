@@ -433,5 +433,5 @@ def test_episodic_ridge_classifier_shrinks_towards_zero(digits_pool, class_tasks
     state = head.init(episodic.module_.init_params(), episodic.module_.head_meta())
     assert not state.prior.any()
     Xc, yc, gc, *_ = class_tasks
-    grouped = MetaClassifier(**FAST).fit(Xc, yc, groups=gc)
+    grouped = MetaClassifier(**FAST, head="ridge").fit(Xc, yc, groups=gc)
     assert grouped.head_.shrink_to_head

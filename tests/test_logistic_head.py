@@ -214,7 +214,7 @@ def test_meta_trained_on_the_marginal_likelihood_it_fits_the_glmm_of_the_same_ro
 
     reference = optimize.minimize(glmm_nll, np.zeros(5), method="Nelder-Mead", options={"maxiter": 3000, "fatol": 1e-8})
     clf = MetaClassifier(
-        head=BayesianLogisticHead(newton_steps=6, meta_lr_factor=1.0),
+        head=BayesianLogisticHead(covariance="full", newton_steps=6, meta_lr_factor=1.0),
         meta_objective="marginal_likelihood",
         meta_lr=0.03,
         meta_batch_size=n_groups,
@@ -295,7 +295,7 @@ def test_a_diagonal_prior_scale_is_the_full_head_with_a_diagonal_matrix():
     diagonal = np.array([0.5, 1.5, 0.8])
     net, params = _no_body(2, 3), _params(torch.tensor(prior))
     args = (torch.tensor(X), torch.tensor(y), torch.ones(7))
-    full = BayesianLogisticHead().negative_log_evidence(
+    full = BayesianLogisticHead(covariance="full").negative_log_evidence(
         net, params, {"prior_scale": torch.tensor(np.diag(diagonal))}, *args
     )
     diag_head = BayesianLogisticHead(covariance="diagonal")

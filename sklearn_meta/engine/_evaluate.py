@@ -34,18 +34,12 @@ def adapt_tasks(
     heads' states) carry the task dimension first.
     """
 
-    def one_task(xs, ys):
-        adapted = head.adapt(net, init_params, head_meta, head.init(init_params, head_meta), xs, ys)
+    def one_task(xs, ys, *mask):  # a mask only for ragged tasks: heads without masks serve equal sizes
+        masks = {"mask": mask[0]} if mask else {}
+        adapted = head.adapt(net, init_params, head_meta, head.init(init_params, head_meta), xs, ys, **masks)
         return adapted if with_state else adapted[0]
 
-    if mask is None:
-        return vmap(one_task)(x, y)
-
-    def one_ragged_task(xs, ys, ms):
-        adapted = head.adapt(net, init_params, head_meta, head.init(init_params, head_meta), xs, ys, mask=ms)
-        return adapted if with_state else adapted[0]
-
-    return vmap(one_ragged_task)(x, y, mask)
+    return vmap(one_task)(x, y) if mask is None else vmap(one_task)(x, y, mask)
 
 
 @torch.no_grad()

@@ -147,6 +147,11 @@ class BaseMetaEstimator(ServingMixin, PersistenceMixin, BaseEstimator):
         """How meta-training draws its batches (a :class:`~sklearn_meta.tasks.Sampling`)."""
         raise NotImplementedError
 
+    @property
+    def _meta_lr(self) -> float:
+        """The outer learning rate meta-training uses: ``meta_lr``."""
+        return self.meta_lr
+
     def _check_head(self, head) -> None:
         """Refuse a head that cannot serve the estimator's other arguments (a clear error before training)."""
 

@@ -386,10 +386,14 @@ class MetaClassifier(BaseMetaClassifier):
     by ``fit``. For N-way K-shot episodes drawn from a pool of classes, whose
     labels are task-local, use :class:`EpisodicClassifier`.
 
-    By default the last layer is a ridge regression of the one-hot labels on
-    the inputs (no hidden layer), shrunk towards a meta-learned last layer,
-    with a meta-learned penalty and logit scale (R2-D2, Bertinetto et al.
-    2019).
+    By default the last layer is a Bayesian logistic (softmax) regression on
+    the inputs (no hidden layer), with a meta-learned prior mean and
+    diagonal prior covariance: each new task's posterior by a Laplace
+    approximation, and probabilities integrated over it
+    (:class:`~sklearn_meta.heads.BayesianLogisticHead`). That is a logistic
+    mixed model (GLMM) with random intercepts and slopes on every feature,
+    fitted for few-shot prediction; it ties a GLMM's log loss on the grouped
+    binary data sets of ``benchmarks/real_data_classification.py``.
 
     Parameters
     ----------
@@ -430,7 +434,9 @@ class MetaClassifier(BaseMetaClassifier):
            same arguments: ``n_way`` changed what ``n_support``, ``n_query``,
            ``classes_`` and ``score`` mean. Set here, they still select
            episodes with a ``FutureWarning`` (``n_query=None`` meaning 15
-           per class). Removed in 0.4.
+           per class), and the defaults ``head="logistic"`` and
+           ``meta_lr=3e-3`` mean EpisodicClassifier's (``"ridge"``, 1e-3).
+           Removed in 0.4.
 
     Attributes
     ----------
@@ -499,7 +505,7 @@ class MetaClassifier(BaseMetaClassifier):
 
     _deprecated_episode_arguments = ("n_way", "k_shot", "n_score_episodes")
     _head_shortcuts_doc = """
-        - ``"ridge"`` (the default): :class:`~sklearn_meta.heads.RidgeClassifierHead`,
+        - ``"ridge"``: :class:`~sklearn_meta.heads.RidgeClassifierHead`,
           ridge regression of the one-hot labels on the features, times a
           logit scale (R2-D2), shrunk towards the meta-learned last layer;
           the penalty and the scale are meta-learned. Unlike prototypes it
@@ -508,7 +514,7 @@ class MetaClassifier(BaseMetaClassifier):
           class's mean support feature (prototypical networks, Snell et al.
           2017), scored by negative squared distance with a meta-learned
           scale.
-        - ``"logistic"``: :class:`~sklearn_meta.heads.BayesianLogisticHead`,
+        - ``"logistic"`` (the default): :class:`~sklearn_meta.heads.BayesianLogisticHead`,
           Bayesian softmax regression on the features with a meta-learned
           prior, each task's posterior by a Laplace approximation, and
           probabilities integrated over it: a logistic mixed model (GLMM)
@@ -527,10 +533,10 @@ class MetaClassifier(BaseMetaClassifier):
         *,
         module=None,
         module_kwargs=None,
-        head="ridge",
+        head="logistic",
         meta_objective="episodes",
         meta_optimizer="adam",
-        meta_lr=1e-3,
+        meta_lr=3e-3,
         meta_batch_size=25,
         n_support=10,
         n_query=None,
@@ -563,6 +569,18 @@ class MetaClassifier(BaseMetaClassifier):
     @property
     def _episodic(self) -> bool:  # type: ignore[override]
         return not is_deprecated(self.n_way) and self.n_way is not None
+
+    @property
+    def _head_shortcuts(self):  # type: ignore[override]
+        shortcuts = dict(super()._head_shortcuts)
+        if self._episodic:  # deprecated n_way: the default "logistic" assumes labels meaning the same in every task
+            shortcuts["logistic"] = shortcuts["ridge"]  # EpisodicClassifier's default, as before
+        return shortcuts
+
+    @property
+    def _meta_lr(self) -> float:
+        # Deprecated episodes keep EpisodicClassifier's default rate (MetaClassifier's is for grouped tasks).
+        return 1e-3 if self._episodic and self.meta_lr == 3e-3 else self.meta_lr
 
     def _check_head(self, head) -> None:
         if self.meta_objective == "marginal_likelihood":

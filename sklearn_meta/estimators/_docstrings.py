@@ -108,8 +108,12 @@ meta_optimizer : {"adam", "adamw", "sgd", "rmsprop"} or class, default="adam"
     Outer optimizer: a name or a ``torch.optim.Optimizer`` class (or any
     callable ``(params, lr=...)`` returning one).""",
     "meta_lr": """\
-meta_lr : float, default=1e-3
-    Outer learning rate.""",
+meta_lr : float, default=%
+    Outer learning rate. The grouped classifier's default is higher than
+    the others' 1e-3: with its default of no body, the network is the
+    last layer alone, whose prior mean must travel several logits (a rare
+    outcome's intercept) in 1,000 updates (see the user guide's "Choosing
+    the defaults").""",
     "meta_batch_size": """\
 meta_batch_size : int, default=25
     Tasks per outer update.""",

@@ -29,9 +29,10 @@ CONFIGS = {
     "regressor_recompute": (MetaRegressor, {"head": GradientHead(inner_steps=3, recompute_inner=True)}),
     "regressor_marginal": (MetaRegressor, {"meta_objective": "marginal_likelihood"}),
     "regressor_early_stopping": (MetaRegressor, {"early_stopping": True, "max_iter": 20}),
-    "classifier_ridge": (MetaClassifier, {}),
-    "classifier_prototypes": (MetaClassifier, {"head": "prototypes"}),
-    "classifier_gradient": (MetaClassifier, {"head": "gradient"}),
+    # MetaClassifier's defaults when the reference was written (head="logistic", meta_lr=3e-3 since):
+    "classifier_ridge": (MetaClassifier, {"head": "ridge", "meta_lr": 1e-3}),
+    "classifier_prototypes": (MetaClassifier, {"head": "prototypes", "meta_lr": 1e-3}),
+    "classifier_gradient": (MetaClassifier, {"head": "gradient", "meta_lr": 1e-3}),
 }
 
 
