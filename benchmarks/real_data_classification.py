@@ -66,6 +66,7 @@ import pandas as pd
 import torch
 from _common import RESULTS, machine_line, markdown_table, t_half_width, try_pyplot, write_result
 from joblib import Parallel, delayed
+from real_data import reveal, split_groups  # the regression benchmark's splits: the same groups per seed
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -75,7 +76,6 @@ from sklearn_meta import MetaClassifier
 from sklearn_meta.heads import BayesianLogisticHead
 
 SHOTS = (2, 3, 5)
-TRAIN_FRACTION = 0.7
 DEFAULT_MAX_ITER = 1000
 QUICK_MAX_ITER = 100
 ECE_BINS = 10
@@ -187,25 +187,12 @@ DATASETS = {
 
 
 def split(X_raw, y_raw, groups, seed, median):
-    labels = np.unique(groups)
-    shuffled = np.random.default_rng(seed).permutation(labels)
-    n_train = int(round(TRAIN_FRACTION * len(labels)))
-    train = np.isin(groups, shuffled[:n_train])
+    """real_data.py's split of the groups (70% / 30%); X standardised, y dichotomised on the training rows."""
+    train_labels, new_labels = split_groups(groups, seed)
+    train = np.isin(groups, train_labels)
     X = StandardScaler().fit(X_raw[train]).transform(X_raw)
     y = (y_raw > np.median(y_raw[train])) if median else y_raw > 0.5
-    return train, shuffled[n_train:], X, y.astype(np.int64)
-
-
-def reveal(groups, new_labels, k, seed):
-    """For each new group with at least k + 1 rows: (k random support rows, the other rows)."""
-    rng = np.random.default_rng([seed, k])
-    tasks = []
-    for label in new_labels:
-        rows = np.flatnonzero(groups == label)
-        if len(rows) >= k + 1:
-            picked = rng.permutation(len(rows))
-            tasks.append((rows[picked[:k]], rows[picked[k:]]))
-    return tasks
+    return train, new_labels, X, y.astype(np.int64)
 
 
 # ----------------------------------------------------------------------
