@@ -171,8 +171,12 @@ class Head(BaseEstimator):
     A subclass implements :meth:`init` and :meth:`adapt`; the others have
     defaults. Optional capabilities, used when present:
     ``predictive_variance(params, meta, state, features)`` (``predict(X,
-    return_std=True)``) and ``negative_log_evidence(net, params, meta, x, y,
-    mask)`` (``meta_objective="marginal_likelihood"``); see
+    return_std=True)``); ``predictive_outputs(params, meta, state,
+    features)``, outputs other than the adapted last layer's, which every
+    prediction then uses (the posterior predictive logits of
+    :class:`~sklearn_meta.heads.BayesianLogisticHead`); and
+    ``negative_log_evidence(net, params, meta, x, y, mask)``
+    (``meta_objective="marginal_likelihood"``); see
     :class:`~sklearn_meta.heads.BayesianRidgeHead`.
 
     Examples
