@@ -77,11 +77,13 @@ meta_objective : {"episodes", "marginal_likelihood"}, default="episodes"
       two rows or more takes part (a smaller one adapts on all its rows
       but one); the meta-loss is the mean loss per query row.
     - ``"marginal_likelihood"`` (a head with a marginal likelihood:
-      :class:`~sklearn_meta.heads.BayesianRidgeHead`): the marginal
+      :class:`~sklearn_meta.heads.BayesianRidgeHead`,
+      :class:`~sklearn_meta.heads.BayesianLogisticHead`): the marginal
       likelihood of all the rows of every training group, the last layer's
-      weights and noise variance integrated out: what a mixed model is
-      fitted by (maximum likelihood), with the body's features as the
-      random effects' design. Every group counts, whatever its size, and
+      weights (and the regressor's noise variance) integrated out, exactly
+      for the ridge head and by a Laplace approximation for the logistic
+      one: what a mixed model is fitted by (maximum likelihood), with the
+      body's features as the random effects' design. Every group counts, whatever its size, and
       no support/query split is drawn (``n_support`` is not used); each
       update takes ``meta_batch_size`` whole groups, padded to the largest
       (or to ``n_query`` rows, a random subset of a larger group: set it
