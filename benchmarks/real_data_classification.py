@@ -248,24 +248,19 @@ def check_glmm(beta, cov_pars, tasks, X, y) -> float:
     elsewhere.
     """
     d = X.shape[1]
-    head = BayesianLogisticHead(newton_steps=30)
+    head = BayesianLogisticHead(covariance="full", newton_steps=30)
     prior = torch.zeros(d + 1, 2, dtype=torch.float64)
     prior[:d, 1], prior[d, 1] = torch.tensor(beta[1:]), float(beta[0])
     scale = torch.zeros(d + 1, d + 1, dtype=torch.float64)
     scale[d, d], scale[0, 0] = np.sqrt(cov_pars[0] / 2), np.sqrt(cov_pars[1] / 2)
     meta = {"prior_scale": scale}
+    params = {"head.weight": prior[:-1].T, "head.bias": prior[-1]}
     worst = 0.0
     for s, q in tasks:
-        phi = torch.as_tensor(np.column_stack([X[s], np.ones(len(s))]))
-        mode, factor, _ = head._laplace(
-            meta, prior, phi, torch.as_tensor(y[s]), torch.ones(len(s), dtype=torch.float64)
-        )
+        state = head.observe(head.init(params, meta), meta, torch.as_tensor(X[s]), torch.as_tensor(y[s]))
         phi_q = torch.as_tensor(np.column_stack([X[q], np.ones(len(q))]))
-        psi = phi_q @ scale
-        mean = phi_q @ prior + psi @ mode
-        jac = torch.cat([-psi, psi], dim=1)  # d(logit_1 - logit_0) / d(vec V), classes major
-        solved = torch.linalg.solve_triangular(factor, jac.T, upper=False)
-        ours = ((mean[:, 1] - mean[:, 0]).numpy(), (solved * solved).sum(dim=0).numpy())
+        mean, cov = head._logit_moments(meta, state, phi_q)  # what predict_proba moderates
+        ours = ((mean[:, 1] - mean[:, 0]).numpy(), (cov[:, 0, 0] + cov[:, 1, 1] - 2 * cov[:, 0, 1]).numpy())
         theirs = glmm_predict(beta, cov_pars, X[s], y[s], X[q], latent=True)
         worst = max(worst, *(float(np.abs(a - b).max()) for a, b in zip(ours, theirs)))
     return worst

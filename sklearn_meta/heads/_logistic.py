@@ -10,7 +10,8 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor
 
-from ._base import Head, masked_mean
+from ._base import Head
+from ._classification import _masked_loss
 from ._linalg import cholesky, design, last_layer, one_hot, with_last_layer
 
 __all__ = ["BayesianLogisticHead", "LogisticState"]
@@ -231,14 +232,18 @@ class BayesianLogisticHead(Head):
             return torch.stack([-half, half], dim=1)
         return mean / torch.sqrt(1 + math.pi / 8 * torch.diagonal(covariance, dim1=1, dim2=2))
 
-    def _moderated_logits(self, meta, state: LogisticState, phi: Tensor) -> Tensor:
-        """Logits whose softmax is the probit approximation of the posterior predictive (float64)."""
+    @staticmethod
+    def _logit_moments(meta, state: LogisticState, phi: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean ``(rows, classes)`` and covariance ``(rows, classes, classes)`` of the logits (float64)."""
         psi = phi @ _scale(meta)
-        mean = phi @ state.prior + psi @ state.mode  # (rows, classes)
+        mean = phi @ state.prior + psi @ state.mode
         n_classes, width = mean.shape[1], psi.shape[1]
         inverse = torch.cholesky_inverse(state.factor).reshape(n_classes, width, n_classes, width)
-        covariance = torch.einsum("ra,cadb,rb->rcd", psi, inverse, psi)  # of the logits, (rows, classes, classes)
-        return self._moderate(mean, covariance)
+        return mean, torch.einsum("ra,cadb,rb->rcd", psi, inverse, psi)
+
+    def _moderated_logits(self, meta, state: LogisticState, phi: Tensor) -> Tensor:
+        """Logits whose softmax is the probit approximation of the posterior predictive (float64)."""
+        return self._moderate(*self._logit_moments(meta, state, phi))
 
     def predictive_outputs(self, params, meta, state: LogisticState, features: Tensor) -> Tensor:
         """Logits whose softmax is the posterior predictive probability of each class at ``features``."""
@@ -247,8 +252,7 @@ class BayesianLogisticHead(Head):
     def loss(self, net, params, meta, state: LogisticState, x: Tensor, y: Tensor, mask=None) -> Tensor:
         """The posterior predictive's mean log loss of the rows ``x, y`` (those ``mask`` keeps)."""
         logits = self._moderated_logits(meta, state, design(net.features(params, x)).double())
-        nll = torch.nn.functional.cross_entropy(logits, y.long(), reduction="none")
-        return masked_mean(nll, mask).to(params["head.weight"].dtype)
+        return _masked_loss(net, logits, y, mask).to(params["head.weight"].dtype)
 
     def episode_loss(
         self, net, params, meta, x_support, y_support, x_query, y_query, support_mask=None, query_mask=None
@@ -262,10 +266,8 @@ class BayesianLogisticHead(Head):
         spread = (psi_q * psi_q).sum(dim=1)  # before any row: logits independent across classes
         eye = torch.eye(state.prior.shape[1], dtype=phi_q.dtype, device=phi_q.device)
         before = self._moderate(phi_q @ state.prior, spread[:, None, None] * eye)
-        losses = [
-            masked_mean(torch.nn.functional.cross_entropy(logits, y_query.long(), reduction="none"), query_mask)
-            for logits in (before, self._moderated_logits(meta, state, phi_q))
-        ]
+        after = self._moderated_logits(meta, state, phi_q)
+        losses = [_masked_loss(net, logits, y_query, query_mask) for logits in (before, after)]
         return ((losses[0] + losses[1]) / 2).to(params["head.weight"].dtype)
 
     def negative_log_evidence(self, net, params, meta, x: Tensor, y: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
