@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 import warnings
@@ -81,6 +82,7 @@ import pandas as pd
 import torch
 from _common import RESULTS, machine_line, markdown_table, t_half_width, try_pyplot, write_result
 from joblib import Parallel, delayed
+from real_data import DATASETS as REGRESSION_DATASETS  # Milk's and gapminder's covariates
 from real_data import reveal, split_groups  # the regression benchmark's splits: the same groups per seed
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -220,7 +222,7 @@ DATASETS = {
             "Milk",
             "Cow",
             lambda d: d["protein"],
-            {"Time": lambda d: d["Time"], "Time^2": lambda d: d["Time"] ** 2},
+            REGRESSION_DATASETS["Milk"].features,
             median=True,
         ),
         Dataset(
@@ -229,7 +231,7 @@ DATASETS = {
             "gapminder",
             "country",
             lambda d: d["lifeExp"],
-            {"year": lambda d: d["year"], "log10 gdpPercap": lambda d: np.log10(d["gdpPercap"])},
+            REGRESSION_DATASETS["gapminder"].features,
             median=True,
         ),
     ]
@@ -620,7 +622,7 @@ def main(argv=None):
     )
     records = [r for unit in results for r in unit]
     header = {
-        "command": ("python benchmarks/real_data_classification.py " + " ".join(argv or sys.argv[1:])).strip(),
+        "command": shlex.join(["python", "benchmarks/real_data_classification.py", *(argv or sys.argv[1:])]),
         "machine": machine_line(),
         "seconds": time.perf_counter() - started,
         "settings": {"seeds": seeds, "shots": args.shots, "max_iter": max_iter, "jobs": args.jobs},
