@@ -65,6 +65,14 @@ def t_half_width(values, level: float = 0.95) -> float:
     return float(stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
 
 
+def paired_verdict(differences) -> str:
+    """``"+0.012 ± 0.034 (no difference)"``: mean, t half-width and what the 95% interval supports."""
+    differences = np.asarray(differences, dtype=float)
+    mean, half = differences.mean(), t_half_width(differences)
+    verdict = "lower" if mean + half < 0 else "higher" if mean - half > 0 else "no difference"
+    return f"{mean:+.3f} ± {half:.3f} ({verdict})"
+
+
 def median(values) -> float:
     return float(statistics.median(values))
 

@@ -30,7 +30,7 @@ import json
 import sys
 
 import pandas as pd
-from _common import RESULTS, markdown_table, t_half_width, write_result
+from _common import RESULTS, markdown_table, paired_verdict, write_result
 
 CHECK_TOLERANCE = 1e-12  # the check baseline's largest |before - after| accepted
 
@@ -58,12 +58,7 @@ def compare(before: pd.DataFrame, after: pd.DataFrame, method: str, check: str, 
     rows = []
     for (name, k), cell in both.groupby(level=["dataset", "k"], sort=False):
         b, a = cell["before"], cell["after"]  # the seeds both runs have
-        d = a - b
-        half = t_half_width(d)
-        verdict = "lower" if d.mean() + half < 0 else "higher" if d.mean() - half > 0 else "no difference"
-        rows.append(
-            [name, k, len(d), f"{b.mean():.3f}", f"{a.mean():.3f}", f"{d.mean():+.3f} ± {half:.3f} ({verdict})"]
-        )
+        rows.append([name, k, len(a), f"{b.mean():.3f}", f"{a.mean():.3f}", paired_verdict(a - b)])
     return rows, worst, len(gap)
 
 

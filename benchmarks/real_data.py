@@ -129,7 +129,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from _common import RESULTS, fmt, machine_line, markdown_table, t_half_width, write_result
+from _common import RESULTS, fmt, machine_line, markdown_table, paired_verdict, write_result
 from joblib import Parallel, delayed
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
@@ -805,9 +805,7 @@ def paired(records, configs) -> str:
             if len(diff) < 2:
                 row.append("n/a")
                 continue
-            half = t_half_width(diff)
-            verdict = "lower" if diff.mean() + half < 0 else "higher" if diff.mean() - half > 0 else "no difference"
-            row.append(f"{diff.mean():+.3f} ± {half:.3f} ({verdict})")
+            row.append(paired_verdict(diff))
         rows.append(row)
     return markdown_table(["data set", "K", "better mixed model", *(f"{m} − it" for m in configs)], rows)
 

@@ -347,7 +347,8 @@ def meta_predictions(est, tasks, X, y):
 
 def largest_shot(groups, shots) -> int:
     """The largest K of ``shots`` that leaves a query row in some group (respiratory, ohio: 3)."""
-    return max(k for k in shots if np.unique(groups, return_counts=True)[1].max() > k)
+    largest = np.unique(groups, return_counts=True)[1].max()
+    return max(k for k in shots if largest > k)
 
 
 def run_unit(name, X_raw, y_raw, groups, seed, shots, configs, max_iter, threads):
