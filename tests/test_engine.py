@@ -144,6 +144,7 @@ def test_serving_adaptation_equals_the_torch_func_path(setup, name):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.torch_only
 @pytest.mark.parametrize("name", ["adam", "meta-sgd"])
 def test_compiled_meta_gradient_equals_eager(setup, name):
     # The SGD path is checked end to end in test_training; here the other two optimizers,

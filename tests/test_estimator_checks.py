@@ -4,15 +4,15 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_meta import MetaClassifier, MetaRegressor
 
-# Small and quick, with a meta-learning rate high enough for the checks that require
+# Small and quick (30 updates), with a meta-learning rate high enough for the checks that require
 # a decent fit of a single task (check_regressors_train, check_classifiers_train).
 ESTIMATORS = [
-    MetaRegressor(hidden_layer_sizes=(16,), max_iter=100, meta_lr=1e-2, random_state=0),
+    MetaRegressor(hidden_layer_sizes=(16,), max_iter=30, meta_lr=3e-2, random_state=0),
     MetaRegressor(
-        hidden_layer_sizes=(16,), meta_objective="marginal_likelihood", max_iter=100, meta_lr=1e-2, random_state=0
+        hidden_layer_sizes=(16,), meta_objective="marginal_likelihood", max_iter=30, meta_lr=3e-2, random_state=0
     ),
     # the classifier's defaults: no body and the Bayesian logistic head
-    MetaClassifier(max_iter=100, meta_lr=1e-2, random_state=0),
+    MetaClassifier(max_iter=30, meta_lr=3e-2, random_state=0),
 ]
 
 

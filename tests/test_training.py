@@ -313,6 +313,7 @@ def test_the_compile_key_names_the_shapes_the_architecture_and_the_head():
     assert compile_key(est, _plan(spec=spec)) == compile_key(est, _plan(spec=dict(spec)))
 
 
+@pytest.mark.torch_only
 def test_compiled_training_gives_the_eager_parameters(sinusoids, compile_markers):
     # Slow (compilation takes tens of seconds on 2 cores), but it is the proof that the
     # compiled path is exact.
