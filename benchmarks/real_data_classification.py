@@ -116,7 +116,10 @@ CONFIGS = {
     },
 }
 DEFAULT_CONFIGS = list(CONFIGS)[:5]  # the body's fits take 4-5x as long: run it with --configs
-GLMM_CHECK_TOLERANCE = 1e-4  # largest |GPBoost - our Laplace| accepted (latent mean and variance)
+# Largest |GPBoost - our Laplace| accepted (latent mean and variance). A wrong use of GPBoost's API differs
+# by O(1); on gapminder's near-separable groups (modes far out, a flat posterior) GPBoost's convergence rule
+# and our Newton steps stop apart by up to 2.9e-4 (seed 16 of a 20-seed run; 1e-4 aborted that run at 58 min).
+GLMM_CHECK_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from torch import nn
 
 from sklearn_meta import MetaClassifier
 from sklearn_meta.heads import BayesianLogisticHead, FunctionalNetwork, HeadedNetwork
+from sklearn_meta.heads._linalg import last_layer
 
 from .conftest import FAST
 
@@ -134,6 +135,50 @@ def test_the_evidence_gradient_equals_finite_differences_of_the_reference():
             plus, minus = (_reference_evidence(X, y, *a) for a in args)
             numeric[index] = (plus - minus) / 2e-4
         np.testing.assert_allclose(grad.numpy(), numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_fewer_rows_than_features_solve_in_the_dual_with_the_same_numbers(n_classes):
+    # 4 rows (one of them padding) and 12 feature columns: the episode loss and the evidence take the
+    # rows x classes (dual) solve; adapt keeps the columns x classes (primal) one for its state.
+    X, y, prior, scale = _random_problem(4, 11, n_classes, seed=7)
+    X_q = np.random.default_rng(1).normal(size=(5, 11))
+    y_q = np.random.default_rng(2).integers(n_classes, size=5)
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    head, net = BayesianLogisticHead(newton_steps=10), _no_body(11, n_classes)
+
+    def leaves():
+        return torch.tensor(prior, requires_grad=True), torch.tensor(scale, requires_grad=True)
+
+    prior_t, scale_t = leaves()
+    params, meta = _params(prior_t), {"prior_scale": scale_t}
+    args = (torch.tensor(X), torch.tensor(y), torch.tensor(X_q), torch.tensor(y_q))
+    dual = head.episode_loss(net, params, meta, *args, support_mask=mask)
+    prior_p, scale_p = leaves()
+    params_p, meta_p = _params(prior_p), {"prior_scale": scale_p}
+    _, state = head.adapt(net, params_p, meta_p, head.init(params_p, meta_p), args[0], args[1], mask)
+    after = head.loss(net, params_p, meta_p, state, args[2], args[3])
+    before = head.loss(net, params_p, meta_p, head.init(params_p, meta_p), args[2], args[3])
+    primal = (before + after) / 2
+    torch.testing.assert_close(dual, primal, rtol=1e-10, atol=1e-12)
+    for got, expected in zip(
+        torch.autograd.grad(dual, [prior_t, scale_t]), torch.autograd.grad(primal, [prior_p, scale_p])
+    ):
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
+
+    nle, count = head.negative_log_evidence(net, params, meta, args[0], args[1], mask)
+    assert count == 3
+    np.testing.assert_allclose(nle.item(), _reference_evidence(X[:3], y[:3], prior, scale), rtol=1e-9)
+    # and its gradient equals the primal evidence's (forced) on the same rows
+    grads = torch.autograd.grad(nle, [prior_t, scale_t])
+    mode, curvature, nll = head._laplace(
+        meta_p, last_layer(params_p).double(), torch.tensor(np.column_stack([X[:3], np.ones(3)])), args[1][:3],
+        torch.ones(3, dtype=torch.float64), dual=False,
+    )  # fmt: skip
+    primal_nle = nll + (mode * mode).sum() / 2 + curvature.half_log_det()
+    torch.testing.assert_close(primal_nle, nle, rtol=1e-10, atol=1e-12)
+    for got, expected in zip(grads, torch.autograd.grad(primal_nle, [prior_p, scale_p])):
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-9)  # the two modes agree to the last Newton step
 
 
 # --- the no-body head is a GLMM ------------------------------------------------------------------------------------

@@ -25,6 +25,47 @@ def _scale(meta) -> Tensor:
     return torch.diag_embed(scale) if scale.dim() == 1 else scale
 
 
+class _Curvature(NamedTuple):
+    """The Hessian ``H`` of minus the log posterior (whitened, classes major), factorised.
+
+    Primal (``u`` is None): ``factor`` is the Cholesky factor of ``H``,
+    ``classes x columns`` square. Dual: ``H = I + U U^T``, and ``factor`` is
+    the Cholesky factor of ``I + U^T U``, ``rows x classes`` square: the
+    cheaper one when a task has fewer rows than the design has columns (a
+    body's features and a few support rows), by Woodbury's identity and
+    ``|I + U U^T| = |I + U^T U|``.
+    """
+
+    factor: Tensor
+    u: Tensor | None
+
+    def solve(self, gradient: Tensor) -> Tensor:
+        """``H^-1`` applied to a ``(columns, classes)`` matrix."""
+        vector = gradient.T.reshape(-1, 1)
+        if self.u is None:
+            solved = torch.cholesky_solve(vector, self.factor)
+        else:
+            solved = vector - self.u @ torch.cholesky_solve(self.u.T @ vector, self.factor)
+        return solved.reshape(gradient.shape[1], gradient.shape[0]).T
+
+    def half_log_det(self) -> Tensor:
+        """Half the log-determinant of ``H``."""
+        return torch.log(torch.diagonal(self.factor)).sum()
+
+    def logit_covariance(self, psi: Tensor, n_classes: int) -> Tensor:
+        """The covariance ``(rows, classes, classes)`` of the logits ``psi @ V`` under ``V ~ N(., H^-1)``."""
+        width = psi.shape[1]
+        if self.u is None:
+            inverse = torch.cholesky_inverse(self.factor).reshape(n_classes, width, n_classes, width)
+            return torch.einsum("ra,cadb,rb->rcd", psi, inverse, psi)
+        # psi_r^T H^-1 psi_r = |psi_r|^2 I - A_r (I + U^T U)^-1 A_r^T, A_r[c, :] = U^T (e_c kron psi_r)
+        a = torch.einsum("cak,ra->rck", self.u.reshape(n_classes, width, -1), psi)
+        z = torch.linalg.solve_triangular(self.factor, a.reshape(-1, a.shape[2]).T, upper=False)
+        z = z.T.reshape(a.shape)
+        eye = torch.eye(n_classes, dtype=psi.dtype, device=psi.device)
+        return (psi * psi).sum(dim=1)[:, None, None] * eye - z @ z.transpose(1, 2)
+
+
 class LogisticState(NamedTuple):
     """A task's rows and the Laplace approximation of its last layer's posterior.
 
@@ -152,27 +193,41 @@ class BayesianLogisticHead(Head):
         return phi @ prior, phi @ _scale(meta), one_hot(labels, prior.shape[1], phi.dtype), weights
 
     @staticmethod
-    def _terms(rows, mode):
-        """Minus the log likelihood, the gradient and the Hessian of minus the log posterior at ``mode``."""
+    def _terms(rows, mode, dual: bool = False):
+        """Minus the log likelihood, and the gradient and Hessian (:class:`_Curvature`) of minus the log posterior.
+
+        The Hessian is ``I + sum_i w_i (diag(p_i) - p_i p_i^T) kron psi_i psi_i^T``;
+        with ``dual`` it is kept as ``I + U U^T``, ``U``'s column ``(i, j)``
+        being ``sqrt(w_i) R_i[:, j] kron psi_i`` with ``R_i = (I - p_i 1^T) diag(sqrt(p_i))``
+        (so that ``R_i R_i^T = diag(p_i) - p_i p_i^T``).
+        """
         offset, psi, targets, weights = rows
         log_p = torch.log_softmax(offset + psi @ mode, dim=1)
         p = log_p.exp()
         nll = -(weights * (targets * log_p).sum(dim=1)).sum()
         gradient = psi.T @ (weights[:, None] * (p - targets)) + mode  # (d + 1, classes)
+        n_classes, width = p.shape[1], psi.shape[1]
+        if dual:
+            eye = torch.eye(n_classes, dtype=p.dtype, device=p.device)
+            root = weights.sqrt()[:, None] * torch.exp(log_p / 2)  # no infinite derivative where p underflows
+            r = (eye[None] - p[:, :, None]) * root[:, None, :]  # r[i, c, j] = sqrt(w_i) R_i[c, j]
+            u = torch.einsum("icj,ia->caij", r, psi).reshape(n_classes * width, -1)
+            inner = u.T @ u + torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
+            return nll, gradient, _Curvature(cholesky(inner), u)
         curvature = weights[:, None, None] * (torch.diag_embed(p) - p[:, :, None] * p[:, None, :])
         size = mode.numel()
         hessian = torch.einsum("ick,ia,ib->cakb", curvature, psi, psi).reshape(size, size)
-        return nll, gradient, hessian + torch.eye(size, dtype=hessian.dtype, device=hessian.device)
+        eye = torch.eye(size, dtype=hessian.dtype, device=hessian.device)
+        return nll, gradient, _Curvature(cholesky(hessian + eye), None)
 
     @staticmethod
-    def _newton_step(rows, mode):
-        """The Newton step at ``mode``, to subtract from it (classes major, as the Hessian)."""
-        _, gradient, hessian = BayesianLogisticHead._terms(rows, mode)
-        solved = torch.cholesky_solve(gradient.T.reshape(-1, 1), cholesky(hessian))
-        return solved.reshape(mode.shape[1], mode.shape[0]).T
+    def _newton_step(rows, mode, dual: bool = False):
+        """The Newton step at ``mode``, to subtract from it."""
+        _, gradient, curvature = BayesianLogisticHead._terms(rows, mode, dual)
+        return curvature.solve(gradient)
 
     @staticmethod
-    def _damped_step(rows, mode):
+    def _damped_step(rows, mode, dual: bool = False):
         """A Newton step with a vectorised line search: the best of the steps 1, 1/2, ..., 1/128.
 
         Far from the mode (large features, a weak prior, separable rows) a
@@ -180,7 +235,7 @@ class BayesianLogisticHead(Head):
         takes the fraction that lowers its penalised objective most.
         """
         offset, psi, targets, weights = rows
-        step = BayesianLogisticHead._newton_step(rows, mode)
+        step = BayesianLogisticHead._newton_step(rows, mode, dual)
         fractions = 0.5 ** torch.arange(_LINE_SEARCH, dtype=mode.dtype, device=mode.device)
         candidates = (offset + psi @ mode)[None] - fractions[:, None, None] * (psi @ step)[None]
         nll = -(weights * (targets * torch.log_softmax(candidates, dim=2)).sum(dim=2)).sum(dim=1)
@@ -190,21 +245,26 @@ class BayesianLogisticHead(Head):
         best = torch.nn.functional.one_hot(objective.argmin(), _LINE_SEARCH).to(mode.dtype)
         return (moved * best[:, None, None]).sum(dim=0)
 
-    def _laplace(self, meta, prior, phi, labels, weights):
-        """The posterior mode (whitened), the Cholesky factor of the Hessian there, and minus the log likelihood.
+    def _laplace(self, meta, prior, phi, labels, weights, dual: bool | None = None):
+        """The posterior mode (whitened), the Hessian there (a :class:`_Curvature`), and minus the log likelihood.
 
         ``newton_steps - 1`` damped steps without a graph, then one full
         Newton step whose graph gives the implicit gradient at the mode.
+        ``dual`` (by default: when there are fewer rows than the design has
+        columns) solves with ``rows x classes`` unknowns instead of
+        ``columns x classes``; both give the same numbers.
         """
+        if dual is None:
+            dual = phi.shape[0] < phi.shape[1]
         rows = self._rows(meta, prior, phi, labels, weights)
         with torch.no_grad():
             fixed = tuple(r.detach() for r in rows)
             mode = torch.zeros_like(prior.detach())
             for _ in range(self.newton_steps - 1):
-                mode = self._damped_step(fixed, mode)
-        mode = mode - self._newton_step(rows, mode)
-        nll, _, hessian = self._terms(rows, mode)
-        return mode, cholesky(hessian), nll
+                mode = self._damped_step(fixed, mode, dual)
+        mode = mode - self._newton_step(rows, mode, dual)
+        nll, _, curvature = self._terms(rows, mode, dual)
+        return mode, curvature, nll
 
     def observe(self, state: LogisticState, meta, features: Tensor, y: Tensor, mask=None) -> LogisticState:
         """Add rows (their features and class codes; those ``mask`` keeps) and refit the Laplace approximation."""
@@ -213,8 +273,8 @@ class BayesianLogisticHead(Head):
         phi = torch.cat([state.features, phi])
         labels = torch.cat([state.labels, y.long()])
         weights = torch.cat([state.weights, weights])
-        mode, factor, _ = self._laplace(meta, state.prior, phi, labels, weights)
-        return LogisticState(state.prior, phi, labels, weights, mode, factor)
+        mode, curvature, _ = self._laplace(meta, state.prior, phi, labels, weights, dual=False)
+        return LogisticState(state.prior, phi, labels, weights, mode, curvature.factor)
 
     def adapt(self, net, params, meta, state: LogisticState, x: Tensor, y: Tensor, mask=None):
         state = self.observe(state, meta, net.features(params, x), y, mask)
@@ -237,9 +297,7 @@ class BayesianLogisticHead(Head):
         """Posterior mean ``(rows, classes)`` and covariance ``(rows, classes, classes)`` of the logits (float64)."""
         psi = phi @ _scale(meta)
         mean = phi @ state.prior + psi @ state.mode
-        n_classes, width = mean.shape[1], psi.shape[1]
-        inverse = torch.cholesky_inverse(state.factor).reshape(n_classes, width, n_classes, width)
-        return mean, torch.einsum("ra,cadb,rb->rcd", psi, inverse, psi)
+        return mean, _Curvature(state.factor, None).logit_covariance(psi, mean.shape[1])
 
     def _moderated_logits(self, meta, state: LogisticState, phi: Tensor) -> Tensor:
         """Logits whose softmax is the probit approximation of the posterior predictive (float64)."""
@@ -257,16 +315,23 @@ class BayesianLogisticHead(Head):
     def episode_loss(
         self, net, params, meta, x_support, y_support, x_query, y_query, support_mask=None, query_mask=None
     ) -> Tensor:
-        """The mean of :meth:`loss` on the query rows before and after observing the support rows."""
+        """The mean of :meth:`loss` on the query rows before and after observing the support rows.
+
+        The same numbers as :meth:`adapt` then :meth:`loss`, solved in the
+        dual form when there are fewer support rows than feature columns.
+        """
         n = x_support.shape[0]
         features = net.features(params, torch.cat([x_support, x_query]))
-        state = self.observe(self.init(params, meta), meta, features[:n], y_support, support_mask)
+        prior = last_layer(params).double()
+        phi = design(features[:n]).double()
+        weights = torch.ones_like(phi[:, 0]) if support_mask is None else support_mask.double()
+        mode, curvature, _ = self._laplace(meta, prior, phi, y_support.long(), weights)
         phi_q = design(features[n:]).double()
         psi_q = phi_q @ _scale(meta)
         spread = (psi_q * psi_q).sum(dim=1)  # before any row: logits independent across classes
-        eye = torch.eye(state.prior.shape[1], dtype=phi_q.dtype, device=phi_q.device)
-        before = self._moderate(phi_q @ state.prior, spread[:, None, None] * eye)
-        after = self._moderated_logits(meta, state, phi_q)
+        eye = torch.eye(prior.shape[1], dtype=phi_q.dtype, device=phi_q.device)
+        before = self._moderate(phi_q @ prior, spread[:, None, None] * eye)
+        after = self._moderate(phi_q @ prior + psi_q @ mode, curvature.logit_covariance(psi_q, prior.shape[1]))
         losses = [_masked_loss(net, logits, y_query, query_mask) for logits in (before, after)]
         return ((losses[0] + losses[1]) / 2).to(params["head.weight"].dtype)
 
@@ -285,6 +350,5 @@ class BayesianLogisticHead(Head):
         prior = last_layer(params).double()
         phi = design(net.features(params, x)).double()
         weights = mask.double()
-        mode, factor, nll = self._laplace(meta, prior, phi, y.long(), weights)
-        log_det = torch.log(torch.diagonal(factor)).sum()  # half the log-determinant of H
-        return nll + (mode * mode).sum() / 2 + log_det, weights.sum()
+        mode, curvature, nll = self._laplace(meta, prior, phi, y.long(), weights)
+        return nll + (mode * mode).sum() / 2 + curvature.half_log_det(), weights.sum()
