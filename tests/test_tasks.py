@@ -127,7 +127,10 @@ EQUAL_SIZES = Path(__file__).parent / "data" / "equal_sizes"
 
 def test_tasks_of_equal_sizes_train_exactly_as_before_ragged_batches():
     # tests/data/equal_sizes/reference.npz was written by the code before padded, masked batches
-    # (make_reference.py, at commit 9e50a5b): equal-size tasks take no masks, so every bit is the same.
+    # (make_reference.py, at commit 9e50a5b): equal-size tasks take no masks, so the arithmetic is the same.
+    # It is compared to float32 rounding, not bit for bit: float32 kernels are chosen by the CPU's
+    # instruction set, and on an AVX-512 Xeon the predictions differed from the AVX2 machine's by up to
+    # 7.7e-7 (the loss curves by 4e-7).
     spec = importlib.util.spec_from_file_location("make_reference", EQUAL_SIZES / "make_reference.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -135,7 +138,7 @@ def test_tasks_of_equal_sizes_train_exactly_as_before_ragged_batches():
     got = module.trajectories()
     assert sorted(got) == sorted(expected.files)
     for name in expected.files:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_ragged_tasks_take_their_own_support_and_query_rows():

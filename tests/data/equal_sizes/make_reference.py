@@ -6,7 +6,8 @@ Run with sklearn-meta at commit 9e50a5b (before padded, masked batches) from the
     cd /tmp/before && python /path/to/tests/data/equal_sizes/make_reference.py /path/to/tests/data/equal_sizes
 
 The test (tests/test_tasks.py) refits the same configurations with this version and requires the same
-loss curves and predictions to the last bit: tasks of equal sizes take no masks, so nothing changes.
+loss curves and predictions: tasks of equal sizes take no masks, so nothing changes (bit for bit on the
+machine that wrote the file; to float32 rounding on a CPU with another instruction set).
 """
 
 import sys
