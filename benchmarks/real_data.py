@@ -402,29 +402,38 @@ def check_blup(result, X, y, groups) -> float:
     return worst
 
 
-def fit_gpboost(X, y, groups, seed):
+# GPBoost's validation metric for choosing the number of rounds, by the likelihood of the outcome
+GPBOOST_METRICS = {"gaussian": "mse", "bernoulli_logit": "binary_logloss"}
+
+
+def gpboost_model(groups, slope, likelihood="gaussian"):
+    """A GPBoost ``GPModel`` with a grouped random intercept and a random slope on ``slope`` (independent)."""
+    import gpboost as gpb
+
+    return gpb.GPModel(
+        group_data=groups,
+        group_rand_coef_data=slope,
+        ind_effect_group_rand_coef=[1],
+        likelihood=likelihood,
+        matrix_inversion_method="cholesky",  # exact; the default may pick an iterative solver
+        num_parallel_threads=1,
+    )
+
+
+def fit_gpboost(X, y, groups, seed, likelihood="gaussian"):
     """GPBoost: boosted trees for the fixed effects plus a grouped random intercept and slope on X[:, 0].
 
     The number of boosting rounds is chosen by GPBoost's own ``cv`` (4 folds of
     whole training groups, early stopping after 20 rounds without improvement of
-    the validation MSE); the trees and the covariance parameters are then trained
-    jointly on every training row with ``gpboost.train``. Returns the booster,
-    the trained covariance parameters ``[error variance, intercept variance,
-    slope variance]`` and the number of rounds.
+    the validation metric: ``GPBOOST_METRICS``); the trees and the covariance
+    parameters are then trained jointly on every training row with
+    ``gpboost.train``. Returns the booster, the trained covariance parameters
+    (``[error variance, intercept variance, slope variance]``; no error
+    variance for ``likelihood="bernoulli_logit"``) and the number of rounds.
     """
     import gpboost as gpb
     from sklearn.model_selection import GroupKFold
 
-    def model(rows):
-        return gpb.GPModel(
-            group_data=groups[rows],
-            group_rand_coef_data=X[rows, 0],
-            ind_effect_group_rand_coef=[1],
-            matrix_inversion_method="cholesky",  # exact; the default may pick an iterative solver
-            num_parallel_threads=1,
-        )
-
-    every = np.arange(len(y))
     folds = list(GroupKFold(n_splits=4).split(X, y, groups))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -432,15 +441,15 @@ def fit_gpboost(X, y, groups, seed):
             GPBOOST_PARAMS,
             gpb.Dataset(X, y),
             num_boost_round=GPBOOST_MAX_ROUNDS,
-            gp_model=model(every),
+            gp_model=gpboost_model(groups, X[:, 0], likelihood),
             folds=folds,
             early_stopping_rounds=20,
-            metric="mse",
+            metric=GPBOOST_METRICS[likelihood],
             seed=seed,
             verbose_eval=False,
         )
         rounds = len(next(v for k, v in history.items() if k.endswith("-mean")))
-        gp_model = model(every)
+        gp_model = gpboost_model(groups, X[:, 0], likelihood)
         booster = gpb.train(
             GPBOOST_PARAMS, gpb.Dataset(X, y), num_boost_round=rounds, gp_model=gp_model, verbose_eval=False
         )
@@ -456,8 +465,6 @@ def gpboost_predict(booster, cov_pars, X_s, y_s, X_q, closed_form=False):
     Mean and standard deviation of the response (random effects plus noise).
     With ``closed_form=True``, the same from the closed-form BLUP (for the check).
     """
-    import gpboost as gpb
-
     fixed_s = booster.predict(X_s, ignore_gp_model=True, pred_latent=True)
     fixed_q = booster.predict(X_q, ignore_gp_model=True, pred_latent=True)
     if closed_form:
@@ -467,14 +474,7 @@ def gpboost_predict(booster, cov_pars, X_s, y_s, X_q, closed_form=False):
         b = D @ Z_s.T @ np.linalg.solve(V, y_s - fixed_s)
         cov_b = D - D @ Z_s.T @ np.linalg.solve(V, Z_s @ D)
         return fixed_q + Z_q @ b, np.sqrt(np.einsum("ij,jk,ik->i", Z_q, cov_b, Z_q) + noise)
-    new = gpb.GPModel(
-        group_data=np.zeros(len(y_s)),
-        group_rand_coef_data=X_s[:, 0],
-        ind_effect_group_rand_coef=[1],
-        matrix_inversion_method="cholesky",
-        num_parallel_threads=1,
-    )
-    out = new.predict(
+    out = gpboost_model(np.zeros(len(y_s)), X_s[:, 0]).predict(
         y=y_s - fixed_s,
         cov_pars=cov_pars,
         group_data_pred=np.zeros(len(X_q)),
